@@ -1,0 +1,102 @@
+# Pillar — one Makefile, pkg-config, no generated build system.
+#
+#   make            build ./pillar
+#   make run        demo instance in ./run on 127.0.0.1 (see README)
+#   make test       unit tests (cmocka) and integration tests (pytest)
+#   make test SANITIZE=1   the same, built with AddressSanitizer and UBSan
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+SANITIZE ?= 0
+
+# Debian packages the build and the tests need; installed only when missing.
+BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libcrypt-dev libssl-dev
+TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl
+
+ifeq ($(SANITIZE),1)
+BUILD    := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD    := build/release
+SANFLAGS :=
+endif
+
+PKG_LIBS := libevent_core libevent_pthreads sqlite3 libcrypto libcrypt
+WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes -Werror
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Isrc \
+	      $(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS) -pthread
+LIBS        = $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null)
+
+SRCS := $(sort $(wildcard src/*/*.c))
+OBJS := $(SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(filter-out $(BUILD)/cli/main.o,$(OBJS))
+
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test-deps run test unit integration clean install format
+
+all: pillar
+
+# Install what is missing, nothing else; a machine that has everything is left alone.
+deps:
+	@missing=""; for p in $(BUILD_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test-deps: deps
+	@missing=""; for p in $(TEST_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+pillar: deps $(BUILD)/pillar
+	@ln -sf $(BUILD)/pillar pillar
+
+$(BUILD)/pillar: $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(LIBS) -lcmocka
+
+-include $(OBJS:.o=.d)
+
+run: pillar
+	@./scripts/demo-run
+
+test: test-deps pillar $(UNIT_BINS)
+	@status=0; \
+	echo "== unit tests"; \
+	for t in $(UNIT_BINS); do $$t || status=1; done; \
+	echo "== integration tests"; \
+	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1; \
+	exit $$status
+
+unit: test-deps $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do $$t || exit 1; done
+
+integration: test-deps pillar
+	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+format:
+	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS)
+
+install: pillar
+	install -D -m 0755 $(BUILD)/pillar $(DESTDIR)$(PREFIX)/sbin/pillar
+
+clean:
+	rm -rf build pillar

@@ -1,0 +1,62 @@
+/* The configuration file: `key = value` lines, `#` comments, keys from
+ * DESIGN §2 and man 5 pillar.conf. Unknown keys are errors; list keys may
+ * repeat; sizes take K/M/G and times s/m/h (and ms). */
+#ifndef PILLAR_CORE_CONFIG_H
+#define PILLAR_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct strlist {
+	char **items;
+	size_t count;
+};
+
+void strlist_add(struct strlist *list, const char *s);
+void strlist_free(struct strlist *list);
+
+enum plaintext_auth {
+	PLAINTEXT_AUTH_TLS, /* only under TLS or from loopback (default) */
+	PLAINTEXT_AUTH_ALWAYS,
+	PLAINTEXT_AUTH_NEVER,
+};
+
+/* RFC 1939 §3: the autologout timer must be at least 10 minutes. */
+#define POP3_MIN_IDLE_TIMEOUT_MS (10u * 60u * 1000u)
+
+struct config {
+	char *path; /* the file this was read from */
+	char *state_dir;
+	char *mail_root; /* default <state_dir>/mail */
+	char *directory; /* "sqlite" or a postgresql:// URL */
+	char *hostname;  /* default: the system's host name */
+	char *run_as;    /* default "pillar" */
+	struct strlist pop3_listen, pop3s_listen, smtp_listen, lmtp_listen;
+	char *tls_cert, *tls_key;
+	enum plaintext_auth plaintext_auth;
+	uint64_t max_message_size;   /* bytes, default 50M */
+	uint64_t pop3_idle_timeout;  /* ms, default 10m, never below 10m */
+	uint64_t login_timeout;      /* ms, default 60s */
+	uint64_t auth_failure_delay; /* ms, default 2s */
+	unsigned max_connections_per_ip;
+	struct strlist trusted_proxies;
+	unsigned workers; /* default: number of online CPUs */
+};
+
+/* Read and validate `path`. On success returns 0 and *cfg_r. On failure
+ * returns -1 and appends one message per problem to `errors`, each of the
+ * form "FILE:LINE: key: what is wrong" (or "FILE: ..." when no line applies).
+ * Every problem in the file is reported, not only the first. */
+int config_load(const char *path, struct config **cfg_r, struct strlist *errors);
+
+void config_free(struct config **cfg);
+
+/* The file to use when no -c was given: $PILLAR_CONF, then ./pillar.conf, then
+ * /etc/pillar/pillar.conf (the first that exists; the last if none does). */
+const char *config_default_path(void);
+
+/* <state_dir>/directory.db for the sqlite backend. Caller frees. */
+char *config_sqlite_path(const struct config *cfg);
+
+#endif
