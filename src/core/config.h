@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct strlist {
 	char **items;
@@ -58,5 +59,18 @@ const char *config_default_path(void);
 
 /* <state_dir>/directory.db for the sqlite backend. Caller frees. */
 char *config_sqlite_path(const struct config *cfg);
+
+/* Write the effective configuration (defaults filled in) as `key = value`
+ * lines, for `pillar check --verbose`. A postgresql:// URL is shown without
+ * its credentials. */
+void config_dump(const struct config *cfg, FILE *out);
+
+/* Syntax checks shared with the listeners and tests. Each returns 0, or -1
+ * with a one-line reason written to why (at least CONFIG_WHY_MAX bytes).
+ * listen: ADDR:PORT with ADDR an IPv4 address, [IPv6] or *, or unix:/PATH.
+ * cidr: ADDR or ADDR/PREFIX with no address bits set past the prefix. */
+#define CONFIG_WHY_MAX 200
+int config_check_listen(const char *value, char *why);
+int config_check_cidr(const char *value, char *why);
 
 #endif

@@ -1,0 +1,638 @@
+/* The directory on SQLite: <state_dir>/directory.db. See directory.h.
+ *
+ * Every query is a statement prepared once at open with bound parameters;
+ * no SQL is ever built from data. The schema carries its version in
+ * PRAGMA user_version so later releases can migrate it in place. */
+#include "directory/directory.h"
+
+#include "core/config.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The schema this code reads and writes. */
+#define DIR_SCHEMA_VERSION 1
+/* Other processes (the server, another admin command) may hold the write
+ * lock briefly; wait this long before reporting "database is locked". */
+#define DIR_BUSY_TIMEOUT_MS 5000
+
+/* Version 1. scram_* and aliases are filled in by later features; they are
+ * created now so the first migration is not needed for them. */
+static const char schema_v1[] =
+    "CREATE TABLE domains ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  created INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE mailboxes ("
+    "  id INTEGER PRIMARY KEY,"
+    "  address TEXT NOT NULL UNIQUE,"
+    "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE RESTRICT,"
+    "  password_hash TEXT NOT NULL,"
+    "  scram_salt BLOB NULL,"
+    "  scram_iterations INTEGER NULL,"
+    "  scram_stored_key BLOB NULL,"
+    "  scram_server_key BLOB NULL,"
+    "  quota_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  quota_messages INTEGER NOT NULL DEFAULT 0,"
+    "  locked INTEGER NOT NULL DEFAULT 0,"
+    "  created INTEGER NOT NULL,"
+    "  last_login INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX mailboxes_domain ON mailboxes(domain_id);"
+    "CREATE TABLE aliases ("
+    "  id INTEGER PRIMARY KEY,"
+    "  address TEXT NOT NULL,"
+    "  target TEXT NOT NULL,"
+    "  UNIQUE(address, target)"
+    ");"
+    "PRAGMA user_version = 1;";
+
+enum dir_stmt {
+	ST_DOMAIN_ADD,
+	ST_DOMAIN_DEL,
+	ST_DOMAIN_EXISTS,
+	ST_DOMAIN_COUNT_USERS,
+	ST_DOMAIN_LIST,
+	ST_USER_ADD,
+	ST_USER_DEL,
+	ST_USER_SET_PASSWORD,
+	ST_USER_LOOKUP,
+	ST_USER_TOUCH,
+	ST_USER_LIST_ALL,
+	ST_USER_LIST_DOMAIN,
+	ST_COUNT
+};
+
+#define USER_COLUMNS                                                                               \
+	"address, password_hash, quota_bytes, quota_messages, locked, created, last_login"
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_DOMAIN_ADD] = "INSERT INTO domains(name, created) VALUES (?1, ?2)",
+    [ST_DOMAIN_DEL] = "DELETE FROM domains WHERE name = ?1",
+    [ST_DOMAIN_EXISTS] = "SELECT 1 FROM domains WHERE name = ?1",
+    [ST_DOMAIN_COUNT_USERS] = "SELECT count(*) FROM mailboxes m JOIN domains d"
+                              " ON m.domain_id = d.id WHERE d.name = ?1",
+    [ST_DOMAIN_LIST] = "SELECT d.name, count(m.id) FROM domains d"
+                       " LEFT JOIN mailboxes m ON m.domain_id = d.id"
+                       " GROUP BY d.id ORDER BY d.name",
+    [ST_USER_ADD] = "INSERT INTO mailboxes(address, domain_id, password_hash, created)"
+                    " SELECT ?1, id, ?2, ?3 FROM domains WHERE name = ?4",
+    [ST_USER_DEL] = "DELETE FROM mailboxes WHERE address = ?1",
+    [ST_USER_SET_PASSWORD] = "UPDATE mailboxes SET password_hash = ?2,"
+                             " scram_salt = NULL, scram_iterations = NULL,"
+                             " scram_stored_key = NULL, scram_server_key = NULL"
+                             " WHERE address = ?1",
+    [ST_USER_LOOKUP] = "SELECT " USER_COLUMNS " FROM mailboxes WHERE address = ?1",
+    [ST_USER_TOUCH] = "UPDATE mailboxes SET last_login = ?2 WHERE address = ?1",
+    [ST_USER_LIST_ALL] = "SELECT " USER_COLUMNS " FROM mailboxes ORDER BY address",
+    [ST_USER_LIST_DOMAIN] = "SELECT m.address, m.password_hash, m.quota_bytes,"
+                            " m.quota_messages, m.locked, m.created, m.last_login"
+                            " FROM mailboxes m JOIN domains d ON m.domain_id = d.id"
+                            " WHERE d.name = ?1 ORDER BY m.address",
+};
+
+struct dir {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[ST_COUNT];
+	char err[256];
+};
+
+/* Set dir->err and point *error_r at it. */
+static int dir_fail(struct dir *dir, const char **error_r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int dir_fail(struct dir *dir, const char **error_r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(dir->err, sizeof(dir->err), fmt, ap);
+	va_end(ap);
+	*error_r = dir->err;
+	return -1;
+}
+
+static int db_fail(struct dir *dir, const char **error_r, const char *what)
+{
+	return dir_fail(dir, error_r, "directory: %s: %s", what, sqlite3_errmsg(dir->db));
+}
+
+/* A statement ready to bind: reset from its last use. */
+static sqlite3_stmt *stmt_get(struct dir *dir, enum dir_stmt which)
+{
+	sqlite3_stmt *st = dir->stmt[which];
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return st;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* Copy an address or domain lower-cased into buf (size DIR_ADDRESS_MAX+1 or
+ * more). Returns -1 when it is too long to be stored at all. */
+static int normalize(const char *in, char *buf, size_t size)
+{
+	size_t len = strlen(in);
+
+	if (len >= size)
+		return -1;
+	memcpy(buf, in, len + 1);
+	str_lower(buf);
+	return 0;
+}
+
+/* ---- syntax ---- */
+
+int dir_check_domain(char *domain, const char **error_r)
+{
+	size_t len = strlen(domain), label = 0;
+
+	if (len == 0) {
+		*error_r = "empty domain";
+		return -1;
+	}
+	if (len > DIR_DOMAIN_MAX) {
+		*error_r = "domain longer than 255 characters";
+		return -1;
+	}
+	str_lower(domain);
+	/* RFC 1035 §2.3.1 / RFC 1123 §2.1: letters, digits and hyphens, labels
+	 * of 1-63, no hyphen at either end of a label. Single-label names such
+	 * as "localhost" are allowed for test setups. */
+	for (size_t i = 0; i <= len; i++) {
+		char c = domain[i];
+
+		if (c == '.' || c == '\0') {
+			if (label == 0) {
+				*error_r =
+				    "empty label in domain (leading, trailing or double dot)";
+				return -1;
+			}
+			if (domain[i - 1] == '-') {
+				*error_r = "domain label may not end with '-'";
+				return -1;
+			}
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+			*error_r = "domain may contain only letters, digits, '-' and '.'";
+			return -1;
+		}
+		if (c == '-' && label == 0) {
+			*error_r = "domain label may not start with '-'";
+			return -1;
+		}
+		if (++label > 63) {
+			*error_r = "domain label longer than 63 characters";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int dir_check_address(char *address, const char **error_r)
+{
+	char *at = strchr(address, '@');
+	size_t local_len;
+
+	if (at == NULL) {
+		*error_r = "address must be local@domain";
+		return -1;
+	}
+	if (strchr(at + 1, '@') != NULL) {
+		*error_r = "address has more than one '@'";
+		return -1;
+	}
+	if (strlen(address) > DIR_ADDRESS_MAX) {
+		*error_r = "address longer than 254 characters";
+		return -1;
+	}
+	local_len = (size_t)(at - address);
+	if (local_len == 0) {
+		*error_r = "empty local part";
+		return -1;
+	}
+	if (local_len > DIR_LOCAL_MAX) {
+		*error_r = "local part longer than 64 octets";
+		return -1;
+	}
+	/* The local part becomes a directory name under <mail_root>/<domain>:
+	 * nothing that could leave it or hide it. 8-bit bytes are allowed for
+	 * SMTPUTF8 (RFC 6531) addresses. */
+	if (address[0] == '.') {
+		*error_r = "local part may not start with '.'";
+		return -1;
+	}
+	for (size_t i = 0; i < local_len; i++) {
+		unsigned char c = (unsigned char)address[i];
+
+		if (c == '/') {
+			*error_r = "local part may not contain '/'";
+			return -1;
+		}
+		if (c <= 0x20 || c == 0x7f) {
+			*error_r = "local part may not contain spaces or control characters";
+			return -1;
+		}
+	}
+	if (dir_check_domain(at + 1, error_r) < 0)
+		return -1;
+	str_lower(address);
+	return 0;
+}
+
+/* ---- open and close ---- */
+
+static int create_schema(struct dir *dir, const char **error_r)
+{
+	sqlite3_stmt *st;
+	int version, rc;
+
+	if (sqlite3_exec(dir->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(dir, error_r, "begin");
+	rc = sqlite3_prepare_v2(dir->db, "PRAGMA user_version", -1, &st, NULL);
+	if (rc != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		db_fail(dir, error_r, "reading the schema version");
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+
+	if (version == 0 && sqlite3_exec(dir->db, schema_v1, NULL, NULL, NULL) != SQLITE_OK) {
+		db_fail(dir, error_r, "creating the schema");
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	if (version > DIR_SCHEMA_VERSION) {
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return dir_fail(dir, error_r,
+		                "directory: schema version %d is newer than this pillar (%d)",
+		                version, DIR_SCHEMA_VERSION);
+	}
+	if (sqlite3_exec(dir->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		db_fail(dir, error_r, "commit");
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static int open_db(struct dir *dir, const char *path, bool create, const char **error_r)
+{
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+
+	if (create) {
+		/* Create the file ourselves so it is 0600 from the first moment:
+		 * it holds password hashes. SQLite gives the -wal and -shm
+		 * files the same mode. */
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+		if (fd < 0)
+			return dir_fail(dir, error_r, "directory: cannot create %s: %s", path,
+			                strerror(errno));
+		close(fd);
+	} else if (access(path, F_OK) < 0) {
+		return dir_fail(dir, error_r, "directory: %s: %s (run 'pillar init'?)", path,
+		                strerror(errno));
+	}
+	if (sqlite3_open_v2(path, &dir->db, flags, NULL) != SQLITE_OK) {
+		if (dir->db == NULL)
+			return dir_fail(dir, error_r, "directory: cannot open %s: out of memory",
+			                path);
+		return dir_fail(dir, error_r, "directory: cannot open %s: %s", path,
+		                sqlite3_errmsg(dir->db));
+	}
+	sqlite3_extended_result_codes(dir->db, 1);
+	sqlite3_busy_timeout(dir->db, DIR_BUSY_TIMEOUT_MS);
+	if (sqlite3_exec(dir->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(dir, error_r, "enabling foreign keys");
+	/* WAL lets the server's readers go on while an admin command writes. */
+	if (sqlite3_exec(dir->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(dir, error_r, "enabling WAL");
+	return 0;
+}
+
+int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r)
+{
+	static __thread char open_err[sizeof(((struct dir *)0)->err)];
+	struct dir *dir;
+	char *path;
+
+	*dir_r = NULL;
+	if (strcmp(cfg->directory, "sqlite") != 0) {
+		*error_r = "postgresql directory not supported yet";
+		return -1;
+	}
+	dir = xcalloc(1, sizeof(*dir));
+	path = config_sqlite_path(cfg);
+	if (open_db(dir, path, create, error_r) < 0)
+		goto fail;
+	if (create_schema(dir, error_r) < 0)
+		goto fail;
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(dir->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                       &dir->stmt[i], NULL) != SQLITE_OK) {
+			db_fail(dir, error_r, "preparing a query (is the schema damaged?)");
+			goto fail;
+		}
+	}
+	free(path);
+	*dir_r = dir;
+	return 0;
+fail:
+	/* The error lives in dir, which is about to go. */
+	snprintf(open_err, sizeof(open_err), "%s", *error_r);
+	*error_r = open_err;
+	free(path);
+	dir_close(&dir);
+	return -1;
+}
+
+void dir_close(struct dir **dirp)
+{
+	struct dir *dir = *dirp;
+
+	if (dir == NULL)
+		return;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(dir->stmt[i]);
+	sqlite3_close(dir->db);
+	free(dir);
+	*dirp = NULL;
+}
+
+/* ---- domains ---- */
+
+int dir_domain_exists(struct dir *dir, const char *domain, const char **error_r)
+{
+	char name[DIR_DOMAIN_MAX + 1];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (normalize(domain, name, sizeof(name)) < 0)
+		return 0;
+	st = stmt_get(dir, ST_DOMAIN_EXISTS);
+	bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return db_fail(dir, error_r, "looking up a domain");
+}
+
+int dir_domain_add(struct dir *dir, const char *domain, const char **error_r)
+{
+	char name[DIR_DOMAIN_MAX + 1];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (normalize(domain, name, sizeof(name)) < 0)
+		return dir_fail(dir, error_r, "domain too long");
+	st = stmt_get(dir, ST_DOMAIN_ADD);
+	bind_text(st, 1, name);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return dir_fail(dir, error_r, "domain %s already exists", name);
+	return db_fail(dir, error_r, "adding a domain");
+}
+
+int dir_domain_del(struct dir *dir, const char *domain, const char **error_r)
+{
+	char name[DIR_DOMAIN_MAX + 1];
+	sqlite3_stmt *st;
+	sqlite3_int64 users;
+	int rc;
+
+	if (normalize(domain, name, sizeof(name)) < 0)
+		return dir_fail(dir, error_r, "no such domain");
+	/* The count and the delete are separate statements; the foreign key
+	 * still refuses the delete if a mailbox is added in between. */
+	st = stmt_get(dir, ST_DOMAIN_COUNT_USERS);
+	bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	users = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return db_fail(dir, error_r, "counting mailboxes");
+	if (users > 0)
+		return dir_fail(dir, error_r, "domain %s still has %lld mailbox%s", name,
+		                (long long)users, users == 1 ? "" : "es");
+
+	st = stmt_get(dir, ST_DOMAIN_DEL);
+	bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return dir_fail(dir, error_r, "domain %s still has mailboxes", name);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "deleting a domain");
+	if (sqlite3_changes(dir->db) == 0)
+		return dir_fail(dir, error_r, "no such domain %s", name);
+	return 0;
+}
+
+int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, uint64_t mailboxes),
+                    void *ctx, const char **error_r)
+{
+	sqlite3_stmt *st = stmt_get(dir, ST_DOMAIN_LIST);
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		sqlite3_int64 n = sqlite3_column_int64(st, 1);
+
+		fn(ctx, name != NULL ? name : "", n > 0 ? (uint64_t)n : 0);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "listing domains");
+	return 0;
+}
+
+/* ---- mailboxes ---- */
+
+int dir_user_add(struct dir *dir, const char *address, const char *password_hash,
+                 const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	const char *domain;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (normalize(address, addr, sizeof(addr)) < 0 || (domain = strchr(addr, '@')) == NULL)
+		return dir_fail(dir, error_r, "bad address");
+	domain++;
+	if (strlen(password_hash) > DIR_HASH_MAX)
+		return dir_fail(dir, error_r, "password hash too long");
+	st = stmt_get(dir, ST_USER_ADD);
+	bind_text(st, 1, addr);
+	bind_text(st, 2, password_hash);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+	bind_text(st, 4, domain);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return dir_fail(dir, error_r, "mailbox %s already exists", addr);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "adding a mailbox");
+	/* The INSERT ... SELECT inserts nothing when the domain is missing. */
+	if (sqlite3_changes(dir->db) == 0)
+		return dir_fail(dir, error_r, "no such domain %s", domain);
+	return 0;
+}
+
+/* Run a one-address UPDATE or DELETE; no row changed means no such mailbox. */
+static int user_change(struct dir *dir, sqlite3_stmt *st, const char *addr, const char *what,
+                       const char **error_r)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, what);
+	if (sqlite3_changes(dir->db) == 0)
+		return dir_fail(dir, error_r, "no such mailbox %s", addr);
+	return 0;
+}
+
+int dir_user_del(struct dir *dir, const char *address, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such mailbox");
+	st = stmt_get(dir, ST_USER_DEL);
+	bind_text(st, 1, addr);
+	return user_change(dir, st, addr, "deleting a mailbox", error_r);
+}
+
+int dir_user_set_password(struct dir *dir, const char *address, const char *password_hash,
+                          const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such mailbox");
+	if (strlen(password_hash) > DIR_HASH_MAX)
+		return dir_fail(dir, error_r, "password hash too long");
+	/* The SCRAM keys derive from the old password: they are cleared here
+	 * and recomputed by whoever sets them (a later feature). */
+	st = stmt_get(dir, ST_USER_SET_PASSWORD);
+	bind_text(st, 1, addr);
+	bind_text(st, 2, password_hash);
+	return user_change(dir, st, addr, "setting a password", error_r);
+}
+
+int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such mailbox");
+	st = stmt_get(dir, ST_USER_TOUCH);
+	bind_text(st, 1, addr);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)when);
+	return user_change(dir, st, addr, "recording a login", error_r);
+}
+
+/* Fill out from a row of USER_COLUMNS. Returns -1 if a value does not fit. */
+static int row_to_user(sqlite3_stmt *st, struct dir_user *out)
+{
+	const char *addr = (const char *)sqlite3_column_text(st, 0);
+	const char *hash = (const char *)sqlite3_column_text(st, 1);
+	sqlite3_int64 v;
+
+	memset(out, 0, sizeof(*out));
+	if (addr == NULL || strlen(addr) > DIR_ADDRESS_MAX)
+		return -1;
+	if (hash == NULL || strlen(hash) > DIR_HASH_MAX)
+		return -1;
+	memcpy(out->address, addr, strlen(addr) + 1);
+	memcpy(out->password_hash, hash, strlen(hash) + 1);
+	v = sqlite3_column_int64(st, 2);
+	out->quota_bytes = v > 0 ? (uint64_t)v : 0;
+	v = sqlite3_column_int64(st, 3);
+	out->quota_messages = v > 0 ? (uint64_t)v : 0;
+	out->locked = sqlite3_column_int64(st, 4) != 0;
+	out->created = sqlite3_column_int64(st, 5);
+	out->last_login = sqlite3_column_int64(st, 6);
+	return 0;
+}
+
+int dir_user_lookup(struct dir *dir, const char *address, struct dir_user *out,
+                    const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+	int rc, ret;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return 0;
+	st = stmt_get(dir, ST_USER_LOOKUP);
+	bind_text(st, 1, addr);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = row_to_user(st, out) == 0
+		          ? 1
+		          : dir_fail(dir, error_r, "mailbox %s has a malformed row", addr);
+	else if (rc == SQLITE_DONE)
+		ret = 0;
+	else
+		ret = db_fail(dir, error_r, "looking up a mailbox");
+	sqlite3_reset(st);
+	return ret;
+}
+
+int dir_user_list(struct dir *dir, const char *domain,
+                  void (*fn)(void *ctx, const struct dir_user *user), void *ctx,
+                  const char **error_r)
+{
+	char name[DIR_DOMAIN_MAX + 1];
+	struct dir_user user;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (domain != NULL) {
+		if (normalize(domain, name, sizeof(name)) < 0)
+			return 0;
+		st = stmt_get(dir, ST_USER_LIST_DOMAIN);
+		bind_text(st, 1, name);
+	} else {
+		st = stmt_get(dir, ST_USER_LIST_ALL);
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		/* A row too long to represent is skipped, not fatal: listing
+		 * must still show the rest. */
+		if (row_to_user(st, &user) == 0)
+			fn(ctx, &user);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "listing mailboxes");
+	return 0;
+}
