@@ -3,13 +3,17 @@
  *
  * Messages are numbered 0..count-1 in the snapshot (POP3 numbers are +1),
  * oldest first (ordered by name, which starts with the delivery time).
- * Mail delivered after the snapshot is not seen until the next open. */
+ * Mail delivered after the snapshot is not seen until the next open.
+ *
+ * Strings returned in *error_r stay valid until the next failing call into
+ * the store in the same thread. */
 #ifndef PILLAR_STORE_MAILDIR_H
 #define PILLAR_STORE_MAILDIR_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct maildir;
 
@@ -55,5 +59,15 @@ int maildir_msg_open(const struct maildir *md, size_t i, const char **error_r);
  * with *error_r and *failed_r = how many could not be removed (the others are
  * removed; nothing else changes). */
 int maildir_expunge(struct maildir *md, const bool *del, size_t *failed_r, const char **error_r);
+
+/* Count the messages in new/ and cur/ and their bytes (S= from the names; a
+ * stat only for names without S=), for `pillar user list/show`. Does not take
+ * the lock or rename anything. Returns 0 or -1 with *error_r. */
+int maildir_stats(const char *path, uint64_t *messages_r, uint64_t *bytes_r, const char **error_r);
+
+/* Remove files in <path>/tmp not modified for older_than seconds (the Maildir
+ * convention is 36 hours): leftovers of deliveries that crashed. Returns how
+ * many were removed, or -1 if tmp/ cannot be read. */
+int maildir_clean_tmp(const char *path, time_t older_than);
 
 #endif
