@@ -1,0 +1,88 @@
+"""Fixtures for the integration tests (the machinery is in harness.py).
+
+Every test gets its own Pillar instance: `pillar init` in a fresh directory,
+the generated pillar.conf rewritten to listen on a free loopback port, and a
+real `pillar serve --foreground` started from it. The server's log is attached
+to the report of any test that fails.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from harness import DEFAULT_SETTINGS, PASSWORD, USER, Pillar, simple_message
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for inst in getattr(item, "_pillar_instances", []):
+            text = inst.log()
+            if len(text) > 30000:
+                text = "...\n" + text[-30000:]
+            rep.sections.append((f"pillar log ({inst.log_path})", text))
+
+
+@pytest.fixture
+def make_pillar(request):
+    """Factory: make_pillar(domain=True, start=True, **settings) -> Pillar."""
+    instances = []
+    bases = []
+    request.node._pillar_instances = instances
+
+    def factory(domain=True, start=True, init_args=(), **settings):
+        base = Path(tempfile.mkdtemp(prefix="pillar-it-"))
+        # The server drops privileges: the instance must be reachable by it.
+        os.chmod(base, 0o755)
+        bases.append(base)
+        merged = dict(DEFAULT_SETTINGS)
+        merged.update({k: str(v) for k, v in settings.items()})
+        inst = Pillar(base, merged, init_args=init_args)
+        instances.append(inst)
+        if domain:
+            inst.add_domain()
+        if start:
+            inst.start()
+        return inst
+
+    yield factory
+
+    problems = []
+    for inst in instances:
+        inst.finish()
+        problems += inst.problems
+    if not os.environ.get("PILLAR_KEEP_TMP"):
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def pillar(make_pillar):
+    """A running instance with domain example.test."""
+    return make_pillar()
+
+
+@pytest.fixture
+def alice(pillar):
+    """The running instance with mailbox alice@example.test."""
+    pillar.add_user(USER, PASSWORD)
+    return pillar
+
+
+@pytest.fixture
+def mailbox(alice):
+    """alice with three messages; returns (pillar, [(uidl, data), ...])."""
+    msgs = []
+    for i in range(1, 4):
+        data = simple_message(i)
+        msgs.append((alice.deliver(USER, data), data))
+    return alice, msgs
+
+

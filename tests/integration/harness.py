@@ -1,0 +1,587 @@
+"""The integration-test harness: a Pillar instance and a raw POP3 client.
+
+Every test gets its own Pillar instance: `pillar init` in a fresh directory,
+the generated pillar.conf rewritten to listen on a free loopback port, and a
+real `pillar serve --foreground` started from it. The server's stderr goes to
+a log file that is attached to the report of any test that fails.
+
+The helpers here talk to the server the way a client would (a raw socket
+that checks every reply ends in CRLF) and put messages into Maildirs the way
+a delivery agent would (write in tmp/, rename into new/ or cur/).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PILLAR_BIN = os.environ.get("PILLAR_BIN") or str(REPO / "pillar")
+
+# Bounds for everything that waits: generous, because a slow CI machine or a
+# sanitizer build must not fail a test, yet finite, so a hang is a failure.
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 15.0
+IO_TIMEOUT = 15.0
+
+# Values every test instance runs with unless the test says otherwise.
+DEFAULT_SETTINGS = {
+    "workers": "2",
+    "login_timeout": "3s",
+    "auth_failure_delay": "300ms",
+}
+
+DOMAIN = "example.test"
+
+
+# --------------------------------------------------------------------------
+# Message helpers: what the server must send for a given file.
+
+
+def crlf(data: bytes) -> bytes:
+    """Every LF not already preceded by CR becomes CRLF."""
+    return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+def vsize(data: bytes) -> int:
+    """The W= size: octets RETR sends before dot-stuffing."""
+    return len(crlf(data))
+
+
+def message_lines(data: bytes):
+    """Lines of the message after CRLF conversion, without terminators.
+    A last line without a newline is still a line."""
+    c = crlf(data)
+    if not c:
+        return []
+    parts = c.split(b"\r\n")
+    if c.endswith(b"\r\n"):
+        parts = parts[:-1]
+    return parts
+
+
+def stuffed_body(lines) -> bytes:
+    """Multi-line response body for these lines (RFC 1939 §3), including the
+    terminating ".\\r\\n"."""
+    out = []
+    for line in lines:
+        if line.startswith(b"."):
+            line = b"." + line
+        out.append(line + b"\r\n")
+    out.append(b".\r\n")
+    return b"".join(out)
+
+
+def retr_wire(data: bytes) -> bytes:
+    return stuffed_body(message_lines(data))
+
+
+def top_wire(data: bytes, n: int) -> bytes:
+    lines = message_lines(data)
+    try:
+        blank = lines.index(b"")
+    except ValueError:
+        return stuffed_body(lines)  # all header: the whole message
+    return stuffed_body(lines[: blank + 1 + n])
+
+
+# --------------------------------------------------------------------------
+# A raw POP3 connection.
+
+
+class Closed(Exception):
+    """The server closed the connection while a reply was expected."""
+
+
+class Conn:
+    """A plain socket to the server with strict CRLF line reading.
+
+    line() returns one reply line without its CRLF; a reply that ends in a bare
+    LF never completes and so fails the test with a timeout."""
+
+    def __init__(self, port, timeout=IO_TIMEOUT, greet=True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = bytearray()
+        self.eof = False
+        self.greeting = None
+        if greet:
+            self.greeting = self.line()
+            assert self.greeting.startswith(b"+OK"), self.greeting
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        """Read more into buf. False at EOF (or reset)."""
+        if self.eof:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no reply from server in time; have %r" % bytes(self.buf[-200:]))
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(262144)
+        except socket.timeout:
+            raise TimeoutError("no reply from server in time; have %r" % bytes(self.buf[-200:]))
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def line(self, timeout=None) -> bytes:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        start = 0
+        while True:
+            i = self.buf.find(b"\r\n", start)
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[: i + 2]
+                return out
+            start = max(0, len(self.buf) - 1)
+            if not self._fill(deadline):
+                raise Closed("connection closed; unterminated data %r" % bytes(self.buf[:200]))
+
+    def multiline_raw(self, timeout=None) -> bytes:
+        """The body of a multi-line reply exactly as sent, up to and including
+        the terminating ".\\r\\n"."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        pos = 0  # start of the current line in buf
+        while True:
+            i = self.buf.find(b"\r\n", pos)
+            if i < 0:
+                if not self._fill(deadline):
+                    raise Closed("connection closed inside a multi-line reply")
+                continue
+            if i == pos + 1 and self.buf[pos : pos + 1] == b".":
+                out = bytes(self.buf[: i + 2])
+                del self.buf[: i + 2]
+                return out
+            pos = i + 2
+
+    def multiline(self, timeout=None):
+        """Body lines of a multi-line reply, dot-unstuffed, without CRLF."""
+        raw = self.multiline_raw(timeout)
+        lines = raw[:-3].split(b"\r\n")[:-1] if raw != b".\r\n" else []
+        return [l[1:] if l.startswith(b".") else l for l in lines]
+
+    def cmd(self, line, timeout=None) -> bytes:
+        self.send(line + "\r\n" if isinstance(line, str) else line + b"\r\n")
+        return self.line(timeout)
+
+    def ok(self, line, timeout=None) -> bytes:
+        reply = self.cmd(line, timeout)
+        assert reply.startswith(b"+OK"), (line, reply)
+        return reply
+
+    def err(self, line, timeout=None) -> bytes:
+        reply = self.cmd(line, timeout)
+        assert reply.startswith(b"-ERR"), (line, reply)
+        return reply
+
+    def login(self, user, password):
+        self.ok("USER " + user)
+        self.ok("PASS " + password)
+
+    def stat(self):
+        reply = self.ok("STAT")
+        m = re.fullmatch(rb"\+OK (\d+) (\d+)(?: .*)?", reply)
+        assert m, reply
+        return int(m.group(1)), int(m.group(2))
+
+    def uidls(self):
+        self.ok("UIDL")
+        out = []
+        for line in self.multiline():
+            m = re.fullmatch(rb"(\d+) ([\x21-\x7e]{1,70})", line)
+            assert m, line
+            out.append((int(m.group(1)), m.group(2).decode()))
+        return out
+
+    def list(self):
+        self.ok("LIST")
+        out = []
+        for line in self.multiline():
+            m = re.fullmatch(rb"(\d+) (\d+)", line)
+            assert m, line
+            out.append((int(m.group(1)), int(m.group(2))))
+        return out
+
+    def read_to_eof(self, timeout=None) -> bytes:
+        """Everything the server sends until it closes; fails on timeout."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while self._fill(deadline):
+            pass
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def pending(self, wait=0.0) -> bool:
+        """Whether any reply byte (or EOF) is available within `wait` seconds."""
+        if self.buf or self.eof:
+            return True
+        import select
+
+        r, _, _ = select.select([self.sock], [], [], wait)
+        return bool(r)
+
+
+# --------------------------------------------------------------------------
+# One Pillar instance.
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_of(pid):
+    """PIDs whose parent is pid (from /proc, so no ps parsing)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..." — comm may contain spaces/parens.
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        if int(rest[1]) == pid and rest[0] != b"Z":
+            out.append(int(entry))
+    return sorted(out)
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Pillar:
+    def __init__(self, base: Path, settings: dict, init_args=()):
+        self.base = base
+        self.dir = base / "inst"
+        self.conf = self.dir / "pillar.conf"
+        self.log_path = base / "pillar.log"
+        self.proc = None
+        self.expect_exit = False
+        self.problems = []  # found at teardown
+        self.seq = 0
+        self.port = free_port()
+        r = subprocess.run(
+            [PILLAR_BIN, "init", str(self.dir), *init_args],
+            capture_output=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, f"pillar init failed: {r.stderr.decode(errors='replace')}"
+        settings = dict(settings)
+        settings.setdefault("pop3_listen", f"127.0.0.1:{self.port}")
+        self.configure(**settings)
+
+    # -- config -----------------------------------------------------------
+
+    def configure(self, **settings):
+        """Set keys in pillar.conf: every existing line of the key is replaced
+        (list keys included); a key not present is appended."""
+        text = self.conf.read_text()
+        lines = text.splitlines()
+        for key, value in settings.items():
+            pat = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
+            new = f"{key} = {value}"
+            out, placed = [], False
+            for line in lines:
+                if pat.match(line) and not line.lstrip().startswith("#"):
+                    if not placed:
+                        out.append(new)
+                        placed = True
+                    continue
+                out.append(line)
+            if not placed:
+                out.append(new)
+            lines = out
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def conf_value(self, key):
+        for line in self.conf.read_text().splitlines():
+            m = re.match(rf"^\s*{re.escape(key)}\s*=\s*(.*?)\s*$", line)
+            if m:
+                return m.group(1)
+        return None
+
+    @property
+    def mail_root(self) -> Path:
+        return Path(self.conf_value("mail_root") or (self.conf_value("state_dir") + "/mail"))
+
+    # -- admin commands ---------------------------------------------------
+
+    def cli(self, *args, input=None, check=True, env=None, conf=True):
+        """Run `pillar <subcommand words> -c CONF <rest>`."""
+        args = [str(a) for a in args]
+        nwords = 2 if args and args[0] in ("domain", "user", "alias") else 1
+        cmd = [PILLAR_BIN, *args[:nwords]]
+        if conf:
+            cmd += ["-c", str(self.conf)]
+        cmd += args[nwords:]
+        r = subprocess.run(
+            cmd,
+            input=input.encode() if isinstance(input, str) else input,
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+        r.stdout_text = r.stdout.decode(errors="replace")
+        r.stderr_text = r.stderr.decode(errors="replace")
+        if check:
+            assert r.returncode == 0, f"{cmd} failed ({r.returncode}): {r.stderr_text}"
+        return r
+
+    def add_domain(self, domain=DOMAIN):
+        self.cli("domain", "add", domain)
+
+    def add_user(self, address, password):
+        self.cli("user", "add", address, "--password-stdin", input=password + "\n")
+
+    # -- mail store -------------------------------------------------------
+
+    def maildir(self, address) -> Path:
+        local, domain = address.split("@")
+        return self.mail_root / domain / local
+
+    def _owner(self):
+        st = os.stat(self.mail_root)
+        return st.st_uid, st.st_gid
+
+    def ensure_maildir(self, address) -> Path:
+        md = self.maildir(address)
+        uid, gid = self._owner()
+        for d in (md.parent, md, md / "tmp", md / "new", md / "cur"):
+            if not d.exists():
+                d.mkdir(mode=0o700)
+                os.chown(d, uid, gid)
+        return md
+
+    def next_unique(self):
+        self.seq += 1
+        return f"{1700000000 + self.seq}.M{self.seq}P{os.getpid()}.test"
+
+    def deliver(self, address, data: bytes, sizes=True, subdir="new", unique=None, name=None):
+        """Put a message file into the mailbox like a delivery agent would.
+        Returns the unique part of its name (the expected UIDL)."""
+        md = self.ensure_maildir(address)
+        if unique is None:
+            unique = self.next_unique()
+        if name is None:
+            name = unique
+            if sizes:
+                name += f",S={len(data)},W={vsize(data)}"
+            if subdir == "cur":
+                name += ":2,"
+        uid, gid = self._owner()
+        tmp = md / "tmp" / name
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o600)
+        os.chown(tmp, uid, gid)
+        os.rename(tmp, md / subdir / name)
+        return unique
+
+    def files(self, address):
+        """Message file names currently in new/ and cur/."""
+        md = self.maildir(address)
+        out = []
+        for sub in ("new", "cur"):
+            if (md / sub).is_dir():
+                out += [f"{sub}/{n}" for n in os.listdir(md / sub)]
+        return sorted(out)
+
+    def uniques_on_disk(self, address):
+        return sorted(re.split(r"[,:]", f.split("/", 1)[1])[0] for f in self.files(address))
+
+    # -- server -----------------------------------------------------------
+
+    def start(self, timeout=START_TIMEOUT):
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.expect_exit = False
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [PILLAR_BIN, "serve", "-c", str(self.conf), "--foreground"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pillar serve exited with {self.proc.returncode} at start")
+            try:
+                c = Conn(self.port, timeout=2)
+                c.send(b"QUIT\r\n")
+                c.close()
+                return self
+            except (OSError, Closed, TimeoutError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise AssertionError("pillar serve did not accept POP3 connections in time")
+                time.sleep(0.05)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def workers(self):
+        return children_of(self.proc.pid)
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM and wait; returns the exit status. Fails when the master
+        does not exit in time or leaves workers behind."""
+        kids = self.workers()
+        self.expect_exit = True
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            raise AssertionError(f"pillar serve did not exit within {timeout}s of SIGTERM")
+        leftover = [p for p in kids if pid_alive(p)]
+        deadline = time.monotonic() + 5
+        while leftover and time.monotonic() < deadline:
+            time.sleep(0.05)
+            leftover = [p for p in kids if pid_alive(p)]
+        for p in leftover:
+            os.kill(p, signal.SIGKILL)
+        assert not leftover, f"workers {leftover} still running after the master exited"
+        return rc
+
+    def restart(self):
+        rc = self.stop()
+        assert rc == 0, f"pillar serve exited with {rc} on SIGTERM"
+        self.start()
+
+    def kill_all(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- clients ----------------------------------------------------------
+
+    def conn(self, **kw) -> Conn:
+        return Conn(self.port, **kw)
+
+    def session(self, user, password) -> Conn:
+        c = Conn(self.port)
+        c.login(user, password)
+        return c
+
+    def wait_unlocked(self, user, password, timeout=10):
+        """Log in, retrying while the mailbox is still [IN-USE] (a closed
+        session's lock may take a moment to be released). Returns the logged-in
+        connection."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = Conn(self.port)
+            c.ok("USER " + user)
+            reply = c.cmd("PASS " + password)
+            if reply.startswith(b"+OK"):
+                return c
+            c.close()
+            assert b"[IN-USE]" in reply, reply
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mailbox {user} still in use after {timeout}s")
+            time.sleep(0.1)
+
+    # -- teardown ---------------------------------------------------------
+
+    def finish(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                rc = self.stop()
+                if rc != 0:
+                    self.problems.append(f"pillar serve exited with {rc} on SIGTERM")
+            except AssertionError as e:
+                self.problems.append(str(e))
+        elif not self.expect_exit:
+            self.problems.append(f"pillar serve died during the test (exit {self.proc.returncode})")
+        self.kill_all()
+        log = self.log()
+        for marker in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
+            if marker in log:
+                self.problems.append(f"sanitizer report in the server log ({marker})")
+
+
+USER = "alice@example.test"
+PASSWORD = "alice-Secret-1"
+
+
+def simple_message(i, body=None):
+    body = body if body is not None else f"This is message number {i}.\nSecond line.\n"
+    return (
+        f"From: sender{i}@example.org\nTo: {USER}\nSubject: test message {i}\n"
+        f"Message-ID: <{i}.test@example.org>\n\n{body}"
+    ).encode()
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+def tool(name):
+    return shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
