@@ -523,10 +523,23 @@ static void set_defaults(struct config *cfg)
 	cfg->workers = online_cpus();
 }
 
+/* Whether the file set `name` at all, valid or not: checks that involve
+ * several keys skip a key whose own line was already reported. */
+static bool key_seen(const struct parse_state *ps, const char *name)
+{
+	for (size_t k = 0; k < NKEYS; k++) {
+		if (strcmp(keys[k].name, name) == 0)
+			return ps->first_line[k] != 0;
+	}
+	return false;
+}
+
 static void finish(struct parse_state *ps, struct config *cfg)
 {
+	bool cert = key_seen(ps, "tls_cert"), key = key_seen(ps, "tls_key");
+
 	if (cfg->state_dir == NULL) {
-		if (ps->first_line[0] == 0)
+		if (!key_seen(ps, "state_dir"))
 			add_error(ps, 0, "state_dir", "required but not set");
 	} else {
 		strip_trailing_slashes(cfg->state_dir);
@@ -536,10 +549,10 @@ static void finish(struct parse_state *ps, struct config *cfg)
 	else if (cfg->state_dir != NULL)
 		cfg->mail_root = xasprintf("%s/mail", cfg->state_dir);
 
-	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
-		add_error(ps, 0, cfg->tls_cert == NULL ? "tls_cert" : "tls_key",
+	if (cert != key)
+		add_error(ps, 0, cert ? "tls_key" : "tls_cert",
 		          "tls_cert and tls_key must be set together");
-	if (cfg->pop3s_listen.count > 0 && cfg->tls_cert == NULL)
+	if (cfg->pop3s_listen.count > 0 && !cert)
 		add_error(ps, 0, "pop3s_listen", "needs tls_cert and tls_key");
 
 	if (cfg->hostname == NULL) {
