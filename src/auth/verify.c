@@ -1,0 +1,81 @@
+#include "auth/verify.h"
+
+#include <openssl/crypto.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth/password.h"
+#include "core/config.h"
+
+/* One directory connection per pool thread, opened on first use and
+ * reopened after an error (the database may have been replaced). */
+static __thread struct dir *tl_dir;
+
+void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
+                       const char *password)
+{
+	memset(req, 0, sizeof(*req));
+	req->cfg = cfg;
+	size_t ulen = strlen(user), plen = strlen(password);
+	if (ulen < sizeof(req->user))
+		memcpy(req->user, user, ulen + 1);
+	if (plen < sizeof(req->password))
+		memcpy(req->password, password, plen + 1);
+	/* An over-long value leaves the field empty: it then fails the same
+	 * way as any wrong password. */
+}
+
+void auth_request_clear(struct auth_request *req)
+{
+	OPENSSL_cleanse(req->password, sizeof(req->password));
+}
+
+static struct dir *thread_dir(const struct config *cfg, const char **error_r)
+{
+	if (tl_dir == NULL && dir_open(cfg, false, &tl_dir, error_r) < 0)
+		tl_dir = NULL;
+	return tl_dir;
+}
+
+void auth_verify_work(void *arg)
+{
+	struct auth_request *req = arg;
+	char address[DIR_ADDRESS_MAX + 1];
+	struct dir_user user;
+	const char *error;
+	int found = 0;
+
+	memcpy(address, req->user, sizeof(address));
+	if (address[0] != '\0' && dir_check_address(address, &error) == 0) {
+		struct dir *dir = thread_dir(req->cfg, &error);
+		if (dir == NULL) {
+			req->result = AUTH_TEMPFAIL;
+			req->error = error;
+			return;
+		}
+		found = dir_user_lookup(dir, address, &user, &error);
+		if (found < 0) {
+			dir_close(&tl_dir);
+			req->result = AUTH_TEMPFAIL;
+			req->error = error;
+			return;
+		}
+	}
+
+	const char *hash = found ? user.password_hash : password_dummy_hash();
+	bool match = password_verify(req->password, hash) && found && req->password[0] != '\0';
+	auth_request_clear(req);
+	if (!match) {
+		req->result = AUTH_FAILED;
+		return;
+	}
+	memcpy(req->address, user.address, sizeof(req->address));
+	if (user.locked) {
+		req->result = AUTH_LOCKED;
+		return;
+	}
+	req->result = AUTH_OK;
+	/* A failure to record the time must not refuse a correct login. */
+	(void)dir_user_touch_login(tl_dir, user.address, (int64_t)time(NULL), &error);
+}

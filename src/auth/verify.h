@@ -1,0 +1,46 @@
+/* Checking a user name and password against the directory: the work done for
+ * USER/PASS (and later SASL PLAIN/LOGIN). Runs on a pool thread (it hashes),
+ * with one directory connection per thread.
+ *
+ * Unknown users, wrong passwords and malformed names take the same path and
+ * cost: a hash verification (against a dummy hash when there is no user), so
+ * neither the reply nor its timing tells which users exist. */
+#ifndef PILLAR_AUTH_VERIFY_H
+#define PILLAR_AUTH_VERIFY_H
+
+#include "directory/directory.h"
+
+struct config;
+
+enum auth_result {
+	AUTH_OK,
+	AUTH_FAILED,   /* unknown user or wrong password: indistinguishable */
+	AUTH_LOCKED,   /* correct password, mailbox locked by the admin */
+	AUTH_TEMPFAIL, /* the directory could not be read */
+};
+
+/* Longest password accepted; longer ones fail like wrong ones. */
+#define AUTH_PASSWORD_MAX 1024
+
+struct auth_request {
+	const struct config *cfg;
+	char user[DIR_ADDRESS_MAX + 1];
+	char password[AUTH_PASSWORD_MAX + 1];
+	/* results */
+	enum auth_result result;
+	char address[DIR_ADDRESS_MAX + 1]; /* canonical form, on AUTH_OK/LOCKED */
+	const char *error;                 /* on AUTH_TEMPFAIL, for the log */
+};
+
+/* Fill a request; a user or password too long to store makes the request
+ * fail (after the same work as any other failure). */
+void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
+                       const char *password);
+
+/* The pool job: fills req->result and req->address. */
+void auth_verify_work(void *req);
+
+/* Wipe the password from memory. */
+void auth_request_clear(struct auth_request *req);
+
+#endif

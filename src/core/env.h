@@ -1,0 +1,40 @@
+/* What a protocol session needs from the worker process it lives in: the
+ * event loop, the thread pool, the configuration, and a registry of live
+ * clients so the worker can shut them down gracefully. Kept here, below
+ * every protocol, so sessions never reach up into the server module. */
+#ifndef PILLAR_CORE_ENV_H
+#define PILLAR_CORE_ENV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct pool;
+struct config;
+
+struct env_client {
+	struct env_client *prev, *next;
+	/* The server is stopping: say so to the client (when it is between
+	 * replies) and close without applying anything half-way. */
+	void (*shutdown)(struct env_client *client);
+};
+
+struct worker_env {
+	struct event_base *base;
+	struct pool *pool;
+	const struct config *cfg;
+	struct env_client clients; /* list head */
+	size_t nclients;
+	bool stopping;  /* no new sessions; exit when the last one is gone */
+	unsigned index; /* worker number, for logs */
+};
+
+void env_init(struct worker_env *env);
+void env_client_add(struct worker_env *env, struct env_client *client);
+/* Unlinks the client; when the worker is stopping and this was the last
+ * one, ends the event loop. */
+void env_client_remove(struct worker_env *env, struct env_client *client);
+/* Calls shutdown on every live client. */
+void env_shutdown_clients(struct worker_env *env);
+
+#endif

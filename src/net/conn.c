@@ -1,0 +1,330 @@
+/* The connection layer over a libevent bufferevent. See conn.h for the
+ * limits it enforces; here is how. */
+#include "net/conn.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "net/listen.h"
+
+/* Refill long replies when queued output falls to this. */
+#define CONN_OUTPUT_LOW (64 * 1024)
+/* A closing connection gets this long to flush its last reply. */
+#define CONN_FLUSH_TIMEOUT_S 10
+
+struct conn {
+	struct event_base *base;
+	struct bufferevent *bev;
+	const struct conn_handler *h;
+	void *ctx;
+	size_t max_line;
+	size_t discarded; /* bytes of an over-long line thrown away so far */
+	struct event *deadline;
+	bool discarding;
+	bool paused;
+	bool eof;        /* the client half-closed; finish buffered lines */
+	bool closing;    /* no more events but `closed` */
+	bool freeing;    /* free is scheduled */
+	bool in_process; /* guards against re-entering conn_process */
+	bool loopback;
+	enum conn_close_reason reason;
+	char peer[48];
+};
+
+static void conn_process(struct conn *c);
+
+static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct conn *c = arg;
+
+	if (c->deadline != NULL)
+		event_free(c->deadline);
+	bufferevent_free(c->bev);
+	/* The protocol may still ask conn_peer() in its last event. */
+	c->h->closed(c->ctx, c->reason);
+	free(c);
+}
+
+/* Schedule the free from the loop, so no caller up the stack sees a freed
+ * connection. */
+static void conn_finish(struct conn *c, enum conn_close_reason why)
+{
+	if (c->freeing)
+		return;
+	c->freeing = true;
+	c->closing = true;
+	c->reason = why;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	if (c->deadline != NULL)
+		event_del(c->deadline);
+	struct timeval zero = {0, 0};
+	if (event_base_once(c->base, -1, EV_TIMEOUT, conn_free_cb, c, &zero) < 0)
+		abort(); /* out of memory in libevent: nothing sane is left */
+}
+
+static void conn_readcb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_process(arg);
+}
+
+static void conn_writecb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_finish(c, c->reason);
+		return;
+	}
+	if (c->h->drained != NULL)
+		c->h->drained(c->ctx);
+	if (!c->closing)
+		conn_process(c);
+}
+
+static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	struct conn *c = arg;
+
+	if (c->freeing)
+		return;
+	if (what & BEV_EVENT_EOF) {
+		c->eof = true;
+		if (c->closing) {
+			conn_finish(c, c->reason);
+			return;
+		}
+		conn_process(c);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		conn_finish(c, c->closing ? c->reason : CONN_CLOSE_ERROR);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (c->closing) {
+			conn_finish(c, c->reason);
+			return;
+		}
+		c->reason = CONN_CLOSE_TIMEOUT;
+		c->h->timeout(c->ctx);
+		if (!c->closing)
+			conn_close(c);
+		c->reason = CONN_CLOSE_TIMEOUT;
+	}
+}
+
+static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_eventcb(((struct conn *)arg)->bev, BEV_EVENT_TIMEOUT, arg);
+}
+
+struct conn *conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
+                      socklen_t peerlen)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+
+	c->base = base;
+	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		abort();
+	net_peer_string(peer, peerlen, c->peer, sizeof(c->peer));
+	c->loopback = net_is_loopback(peer);
+	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_MAX_READAHEAD);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
+	return c;
+}
+
+void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line)
+{
+	c->h = h;
+	c->ctx = ctx;
+	c->max_line = max_line < CONN_LINE_MAX ? max_line : CONN_LINE_MAX;
+}
+
+void conn_set_idle_timeout(struct conn *c, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+	if (ms == 0)
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	else
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
+}
+
+void conn_set_deadline(struct conn *c, uint64_t ms)
+{
+	if (ms == 0) {
+		if (c->deadline != NULL)
+			event_del(c->deadline);
+		return;
+	}
+	if (c->deadline == NULL)
+		c->deadline = evtimer_new(c->base, conn_deadline_cb, c);
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+	evtimer_add(c->deadline, &tv);
+}
+
+void conn_start(struct conn *c)
+{
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+void conn_pause(struct conn *c)
+{
+	c->paused = true;
+}
+
+void conn_resume(struct conn *c)
+{
+	if (!c->paused || c->closing)
+		return;
+	c->paused = false;
+	/* Lines may already be buffered; handle them from the loop. */
+	bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+bool conn_paused(const struct conn *c)
+{
+	return c->paused;
+}
+
+/* Deliver complete lines while the protocol is ready for them. */
+static void conn_process(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	char line[CONN_LINE_MAX + 1];
+
+	if (c->in_process)
+		return;
+	c->in_process = true;
+	while (!c->paused && !c->closing) {
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > CONN_OUTPUT_HIGH)
+			break; /* resumed by conn_writecb */
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			break;
+		struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+		if (c->discarding) {
+			size_t n = lf.pos < 0 ? avail : (size_t)lf.pos + 1;
+			evbuffer_drain(in, n);
+			c->discarded += n;
+			if (lf.pos >= 0) {
+				c->discarding = false;
+				continue;
+			}
+			if (c->discarded > CONN_MAX_DISCARD) {
+				c->reason = CONN_CLOSE_FLOOD;
+				conn_close(c);
+			}
+			break;
+		}
+		if (lf.pos < 0) {
+			if (avail >= c->max_line) {
+				/* Already too long without its terminator. */
+				c->discarding = true;
+				c->discarded = 0;
+				c->h->line_too_long(c->ctx);
+				continue;
+			}
+			break;
+		}
+		size_t n = (size_t)lf.pos + 1;
+		if (n > c->max_line) {
+			evbuffer_drain(in, n);
+			c->h->line_too_long(c->ctx);
+			continue;
+		}
+		evbuffer_remove(in, line, n);
+		n--; /* the LF */
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		line[n] = '\0';
+		c->h->line(c->ctx, line, n);
+	}
+	c->in_process = false;
+	/* A client that half-closed is done once every whole line it sent has
+	 * been answered; a partial last line is dropped. */
+	if (c->eof && !c->closing && !c->paused && evbuffer_search(in, "\n", 1, NULL).pos < 0) {
+		c->reason = CONN_CLOSE_EOF;
+		conn_close(c);
+	}
+}
+
+void conn_write(struct conn *c, const void *data, size_t len)
+{
+	if (!c->freeing)
+		bufferevent_write(c->bev, data, len);
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (!c->freeing)
+		evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	va_end(ap);
+}
+
+struct evbuffer *conn_output(struct conn *c)
+{
+	return bufferevent_get_output(c->bev);
+}
+
+size_t conn_output_len(const struct conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (c->reason == CONN_CLOSE_NONE)
+		c->reason = CONN_CLOSE_DONE;
+	bufferevent_disable(c->bev, EV_READ);
+	if (c->deadline != NULL)
+		event_del(c->deadline);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_finish(c, c->reason);
+		return;
+	}
+	struct timeval tv = {CONN_FLUSH_TIMEOUT_S, 0};
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_enable(c->bev, EV_WRITE);
+}
+
+void conn_abort(struct conn *c)
+{
+	conn_finish(c, c->closing ? c->reason : CONN_CLOSE_ERROR);
+}
+
+bool conn_closing(const struct conn *c)
+{
+	return c->closing;
+}
+
+const char *conn_peer(const struct conn *c)
+{
+	return c->peer;
+}
+
+bool conn_peer_loopback(const struct conn *c)
+{
+	return c->loopback;
+}

@@ -1,0 +1,99 @@
+/* A client connection as a protocol sees it: complete lines in, bytes out,
+ * and a handful of events. It hides the socket (and, later, TLS) and enforces
+ * the limits every protocol needs:
+ *
+ *  - a line longer than max_line (terminator included) is never delivered:
+ *    the protocol gets `line_too_long` and the rest of that line is discarded;
+ *    when a line keeps growing past CONN_MAX_DISCARD the client is dropped;
+ *  - read-ahead is bounded (CONN_MAX_READAHEAD): a client that pipelines
+ *    faster than we answer is simply not read until we catch up;
+ *  - no new line is delivered while the protocol is paused (waiting for a
+ *    job, streaming a long reply) or while output is backed up past
+ *    CONN_OUTPUT_HIGH — so memory per connection stays bounded whatever the
+ *    client does;
+ *  - the connection is freed only from the loop, never inside a callback of
+ *    the protocol, and `closed` is the protocol's last event.
+ */
+#ifndef PILLAR_NET_CONN_H
+#define PILLAR_NET_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct evbuffer;
+struct conn;
+
+/* Longest line any protocol accepts; per-protocol limits are lower. */
+#define CONN_LINE_MAX 4096
+/* Bytes of one over-long line we discard before giving up on the client. */
+#define CONN_MAX_DISCARD (64 * 1024)
+/* Input read ahead of processing: enough for a generous pipeline. */
+#define CONN_MAX_READAHEAD (16 * 1024)
+/* Output queued before we stop producing more (and stop taking commands). */
+#define CONN_OUTPUT_HIGH (256 * 1024)
+
+enum conn_close_reason {
+	CONN_CLOSE_NONE,
+	CONN_CLOSE_DONE,    /* the protocol closed it (QUIT, error reply) */
+	CONN_CLOSE_EOF,     /* client closed */
+	CONN_CLOSE_ERROR,   /* socket error */
+	CONN_CLOSE_TIMEOUT, /* idle or deadline timeout, after `timeout` */
+	CONN_CLOSE_FLOOD,   /* a line kept growing past CONN_MAX_DISCARD */
+};
+
+struct conn_handler {
+	/* One complete line without its LF or CRLF (NUL-terminated; may
+	 * contain NULs of its own, len is exact). */
+	void (*line)(void *ctx, char *line, size_t len);
+	/* A line exceeded max_line; its rest is being discarded. */
+	void (*line_too_long)(void *ctx);
+	/* Output fell below the low-water mark (resume a long reply). */
+	void (*drained)(void *ctx);
+	/* The idle timeout or the deadline expired. The protocol may write a
+	 * last reply; the connection is closed after it. */
+	void (*timeout)(void *ctx);
+	/* The connection is gone; last event. Free ctx here (or later). */
+	void (*closed)(void *ctx, enum conn_close_reason why);
+};
+
+struct conn *conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
+                      socklen_t peerlen);
+
+/* Set who receives events. Switching handlers (the login hand-off) keeps
+ * buffered input, which the new handler then receives. */
+void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line);
+
+/* Idle timeout in ms (0 = none): restarted by every byte read or written. */
+void conn_set_idle_timeout(struct conn *c, uint64_t ms);
+/* Absolute deadline in ms from now (0 = cancel): never extended by input. */
+void conn_set_deadline(struct conn *c, uint64_t ms);
+
+/* Start reading (after the greeting is queued). */
+void conn_start(struct conn *c);
+
+/* Stop/restart delivering lines. Resume processes any buffered input from
+ * the loop, not recursively. */
+void conn_pause(struct conn *c);
+void conn_resume(struct conn *c);
+bool conn_paused(const struct conn *c);
+
+/* Output. */
+void conn_write(struct conn *c, const void *data, size_t len);
+void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+struct evbuffer *conn_output(struct conn *c);
+size_t conn_output_len(const struct conn *c);
+
+/* Close after the queued output is written (bounded by a short timeout).
+ * No more events except `closed`. */
+void conn_close(struct conn *c);
+/* Close now, dropping queued output. */
+void conn_abort(struct conn *c);
+bool conn_closing(const struct conn *c);
+
+const char *conn_peer(const struct conn *c);
+bool conn_peer_loopback(const struct conn *c);
+
+#endif

@@ -1,0 +1,316 @@
+/* The login side of a POP3 connection: greeting, CAPA, USER/PASS and the
+ * defences around them (failure delay, failures per connection, the login
+ * deadline). On success it builds a hand-off record and lets go. */
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/verify.h"
+#include "core/config.h"
+#include "core/env.h"
+#include "core/log.h"
+#include "core/pool.h"
+#include "core/text.h"
+#include "core/util.h"
+#include "net/conn.h"
+#include "pop3/internal.h"
+#include "pop3/pop3.h"
+
+/* Failed logins in one connection before it is closed. */
+#define POP3_MAX_AUTH_FAILURES 3
+
+struct pop3_login {
+	struct env_client node; /* first: the env hands us back by it */
+	struct worker_env *env;
+	struct conn *conn;
+	struct auth_request *req; /* while a verification runs */
+	struct event *delay;      /* auth_failure_delay before the -ERR */
+	uint64_t connected_ms;
+	unsigned failures;
+	unsigned bad_commands;
+	bool have_user;
+	bool busy;         /* a verification or a failure delay is under way */
+	bool conn_gone;    /* the connection closed while busy */
+	bool stop_pending; /* shutdown arrived while busy */
+	char sid[POP3_SID_LEN + 1];
+	char user[DIR_ADDRESS_MAX + 1];
+};
+
+static void login_free(struct pop3_login *l)
+{
+	env_client_remove(l->env, &l->node);
+	if (l->delay != NULL)
+		event_free(l->delay);
+	if (l->req != NULL) {
+		auth_request_clear(l->req);
+		free(l->req);
+	}
+	free(l);
+}
+
+static void login_say_shutdown(struct pop3_login *l)
+{
+	conn_printf(l->conn, "-ERR [SYS/TEMP] server shutting down\r\n");
+	conn_close(l->conn);
+}
+
+static void login_bad_command(struct pop3_login *l)
+{
+	if (++l->bad_commands >= POP3_MAX_BAD_COMMANDS) {
+		conn_printf(l->conn, "-ERR too many bad commands, closing connection\r\n");
+		log_info("sid=%s event=disconnect reason=bad-commands rip=%s", l->sid,
+		         conn_peer(l->conn));
+		conn_close(l->conn);
+	}
+}
+
+static void login_line(void *ctx, char *line, size_t len)
+{
+	struct pop3_login *l = ctx;
+	struct pop3_cmd cmd;
+
+	const struct pop3_command *row =
+	    pop3_command_check(l->conn, POP3_AUTHORIZATION, line, len, &cmd);
+	if (row == NULL || row->login(l, &cmd) < 0)
+		login_bad_command(l);
+	/* The line may hold a password: wipe it. */
+	OPENSSL_cleanse(line, len);
+}
+
+static void login_too_long(void *ctx)
+{
+	struct pop3_login *l = ctx;
+	conn_printf(l->conn, "-ERR command line too long (limit %d octets)\r\n", POP3_MAX_LINE);
+	login_bad_command(l);
+}
+
+static void login_timeout(void *ctx)
+{
+	struct pop3_login *l = ctx;
+	conn_printf(l->conn, "-ERR [SYS/PERM] login time exceeded, closing connection\r\n");
+	log_info("sid=%s event=disconnect reason=login-timeout rip=%s", l->sid, conn_peer(l->conn));
+}
+
+static void login_closed(void *ctx, enum conn_close_reason why)
+{
+	struct pop3_login *l = ctx;
+
+	if (why == CONN_CLOSE_EOF || why == CONN_CLOSE_ERROR || why == CONN_CLOSE_FLOOD)
+		log_info("sid=%s event=disconnect reason=%s rip=%s", l->sid,
+		         why == CONN_CLOSE_FLOOD ? "line-flood" : "client-gone",
+		         conn_peer(l->conn));
+	l->conn = NULL;
+	if (l->busy) {
+		/* The verification still points at us: free when it returns. */
+		l->conn_gone = true;
+		return;
+	}
+	login_free(l);
+}
+
+static const struct conn_handler login_handler = {
+    .line = login_line,
+    .line_too_long = login_too_long,
+    .drained = NULL,
+    .timeout = login_timeout,
+    .closed = login_closed,
+};
+
+static void login_shutdown(struct env_client *node)
+{
+	struct pop3_login *l = (struct pop3_login *)node;
+	if (l->conn == NULL || conn_closing(l->conn))
+		return;
+	if (l->busy)
+		l->stop_pending = true;
+	else
+		login_say_shutdown(l);
+}
+
+void pop3_accept(struct worker_env *env, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct pop3_login *l = xcalloc(1, sizeof(*l));
+
+	l->env = env;
+	l->connected_ms = now_ms();
+	random_token(l->sid, POP3_SID_LEN);
+	l->node.shutdown = login_shutdown;
+	l->conn = conn_new(env->base, fd, sa, salen);
+	conn_set_handler(l->conn, &login_handler, l, POP3_MAX_LINE);
+	/* An absolute deadline: trickling bytes does not extend it. */
+	conn_set_deadline(l->conn, env->cfg->login_timeout);
+	env_client_add(env, &l->node);
+	log_info("sid=%s event=connect proto=pop3 rip=%s", l->sid, conn_peer(l->conn));
+	conn_printf(l->conn, "+OK Pillar POP3 server ready\r\n");
+	conn_start(l->conn);
+}
+
+int pop3_login_capa(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	(void)cmd;
+	pop3_write_capa(l->conn, POP3_AUTHORIZATION, pop3_plaintext_allowed(l->env, l->conn));
+	return 0;
+}
+
+int pop3_login_quit(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	(void)cmd;
+	conn_printf(l->conn, "+OK Pillar POP3 server signing off\r\n");
+	log_info("sid=%s event=disconnect reason=quit rip=%s", l->sid, conn_peer(l->conn));
+	conn_close(l->conn);
+	return 0;
+}
+
+int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	(void)cmd;
+	conn_printf(l->conn,
+	            "-ERR [AUTH] APOP is not enabled on this server; use USER and PASS\r\n");
+	return 0;
+}
+
+int pop3_login_user(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	if (!pop3_plaintext_allowed(l->env, l->conn)) {
+		conn_printf(l->conn, "-ERR [AUTH] plaintext authentication is not allowed on "
+		                     "this connection\r\n");
+		return -1;
+	}
+	size_t len = strlen(cmd->argv[0]);
+	if (len >= sizeof(l->user)) {
+		/* Too long to be anybody: remember nothing, fail at PASS like
+		 * any unknown user. */
+		l->user[0] = '\0';
+	} else {
+		memcpy(l->user, cmd->argv[0], len + 1);
+	}
+	l->have_user = true;
+	/* The same reply whether or not the user exists (no enumeration). */
+	conn_printf(l->conn, "+OK send PASS\r\n");
+	return 0;
+}
+
+static void login_fail_reply(struct pop3_login *l)
+{
+	l->busy = false;
+	if (l->conn_gone) {
+		login_free(l);
+		return;
+	}
+	if (l->stop_pending) {
+		login_say_shutdown(l);
+		return;
+	}
+	if (l->failures >= POP3_MAX_AUTH_FAILURES) {
+		conn_printf(l->conn, "-ERR [AUTH] invalid user name or password; too many "
+		                     "failures, closing connection\r\n");
+		log_info("sid=%s event=disconnect reason=auth-failures rip=%s", l->sid,
+		         conn_peer(l->conn));
+		conn_close(l->conn);
+		return;
+	}
+	conn_printf(l->conn, "-ERR [AUTH] invalid user name or password\r\n");
+	conn_resume(l->conn);
+}
+
+static void login_delay_done(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	login_fail_reply(arg);
+}
+
+static void login_succeeded(struct pop3_login *l, const char *address)
+{
+	struct pop3_handoff h;
+
+	memset(&h, 0, sizeof(h));
+	h.env = l->env;
+	h.conn = l->conn;
+	memcpy(h.sid, l->sid, sizeof(h.sid));
+	snprintf(h.user, sizeof(h.user), "%s", address);
+	h.connected_ms = l->connected_ms;
+	log_info("sid=%s event=login user=%s rip=%s", l->sid, address, conn_peer(l->conn));
+	conn_set_deadline(l->conn, 0);
+	/* From here the connection belongs to the mail side. */
+	l->conn = NULL;
+	login_free(l);
+	pop3_session_start(&h);
+}
+
+static void login_auth_done(void *arg)
+{
+	struct pop3_login *l = arg;
+	struct auth_request *req = l->req;
+	char safe[DIR_ADDRESS_MAX + 1];
+
+	l->req = NULL;
+	if (l->conn_gone || l->stop_pending) {
+		free(req);
+		login_fail_reply(l);
+		return;
+	}
+	switch (req->result) {
+	case AUTH_OK:
+		login_succeeded(l, req->address);
+		break;
+	case AUTH_LOCKED:
+		log_info("sid=%s event=login-refused reason=locked user=%s rip=%s", l->sid,
+		         req->address, conn_peer(l->conn));
+		conn_printf(l->conn, "-ERR [AUTH] mailbox locked\r\n");
+		l->busy = false;
+		conn_resume(l->conn);
+		break;
+	case AUTH_TEMPFAIL:
+		log_error("sid=%s event=auth-error error=\"%s\" rip=%s", l->sid,
+		          req->error != NULL ? req->error : "unknown", conn_peer(l->conn));
+		conn_printf(l->conn,
+		            "-ERR [SYS/TEMP] authentication is temporarily unavailable\r\n");
+		l->busy = false;
+		conn_resume(l->conn);
+		break;
+	case AUTH_FAILED: {
+		l->failures++;
+		log_info("sid=%s auth failed user=%s rip=%s", l->sid,
+		         text_log_safe(req->user, safe, sizeof(safe)), conn_peer(l->conn));
+		/* Answer only after the delay, on a timer: other sessions go on. */
+		uint64_t ms = l->env->cfg->auth_failure_delay;
+		struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+		if (l->delay == NULL)
+			l->delay = evtimer_new(l->env->base, login_delay_done, l);
+		evtimer_add(l->delay, &tv);
+		break;
+	}
+	}
+	free(req);
+}
+
+static void login_auth_work(void *arg)
+{
+	struct pop3_login *l = arg;
+	/* Only l->req is touched off the loop; nothing else changes it while
+	 * l->busy is set. */
+	auth_verify_work(l->req);
+}
+
+int pop3_login_pass(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	if (!pop3_plaintext_allowed(l->env, l->conn)) {
+		conn_printf(l->conn, "-ERR [AUTH] plaintext authentication is not allowed on "
+		                     "this connection\r\n");
+		return -1;
+	}
+	if (!l->have_user) {
+		conn_printf(l->conn, "-ERR USER first\r\n");
+		return -1;
+	}
+	l->have_user = false;
+	l->req = xmalloc(sizeof(*l->req));
+	auth_request_init(l->req, l->env->cfg, l->user, cmd->argv[0]);
+	l->busy = true;
+	conn_pause(l->conn);
+	pool_submit(l->env->pool, login_auth_work, login_auth_done, l);
+	return 0;
+}

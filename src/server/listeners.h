@@ -1,0 +1,38 @@
+/* The sockets the master binds and every worker inherits. */
+#ifndef PILLAR_SERVER_LISTENERS_H
+#define PILLAR_SERVER_LISTENERS_H
+
+#include <stddef.h>
+
+struct config;
+
+enum listener_proto { PROTO_POP3, PROTO_POP3S, PROTO_SMTP, PROTO_LMTP };
+
+struct listener {
+	enum listener_proto proto;
+	char *spec;
+	int fd;
+};
+
+struct listener_set {
+	struct listener *items;
+	size_t count;
+};
+
+const char *listener_proto_name(enum listener_proto proto);
+
+/* Bind every listener cfg names. Sockets already bound in `reuse` with the
+ * same protocol and spec are taken over (moved out of reuse) instead of being
+ * bound again, so a reload never drops a listening socket. Returns 0, or -1
+ * with err filled and nothing bound. */
+int listeners_bind(const struct config *cfg, struct listener_set *reuse, struct listener_set *out,
+                   char *err, size_t errlen);
+
+/* Close every socket (removing unix socket files when unlink_paths). */
+void listeners_close(struct listener_set *set, int unlink_paths);
+
+/* The worker process: serves the listeners until told to stop. Returns the
+ * process exit status. */
+int worker_main(const struct config *cfg, const struct listener_set *set, unsigned index);
+
+#endif

@@ -1,0 +1,349 @@
+/* The master process: binds, forks and watches the workers, reloads and
+ * stops. It does no protocol work and holds no session state, so it stays
+ * small enough to keep running as root (it must, to bind ports < 1024 again
+ * on reload). Signals arrive through a signalfd and are handled in order. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/priv.h"
+#include "core/util.h"
+#include "server/listeners.h"
+
+/* Worker slots, current and draining generations together. */
+#define MAX_WORKER_SLOTS 1024
+/* A worker that dies sooner than this after starting is restarted only
+ * after this delay, so a crash loop does not spin. */
+#define RESTART_BACKOFF_MS 1000
+/* How long workers get to finish on stop before they are killed. */
+#define STOP_GRACE_MS 15000
+
+struct worker_slot {
+	pid_t pid;
+	unsigned generation;
+	unsigned index;
+	uint64_t started_ms;
+	uint64_t restart_at_ms; /* 0: running or not to be restarted */
+	bool in_use;
+};
+
+struct master {
+	struct config *cfg;
+	struct listener_set listeners;
+	struct worker_slot slots[MAX_WORKER_SLOTS];
+	unsigned generation;
+	int sigfd;
+	sigset_t old_mask;
+	bool stopping;
+	uint64_t stop_deadline_ms;
+	char *pidfile;
+};
+
+static void spawn_worker(struct master *m, struct worker_slot *slot)
+{
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("fork failed errno=%d; retrying", errno);
+		slot->restart_at_ms = now_ms() + RESTART_BACKOFF_MS;
+		return;
+	}
+	if (pid == 0) {
+		close(m->sigfd);
+		signal(SIGCHLD, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
+		int status = worker_main(m->cfg, &m->listeners, slot->index);
+		exit(status);
+	}
+	slot->pid = pid;
+	slot->started_ms = now_ms();
+	slot->restart_at_ms = 0;
+	log_debug("worker started pid=%d index=%u generation=%u", (int)pid, slot->index,
+	          slot->generation);
+}
+
+static struct worker_slot *free_slot(struct master *m)
+{
+	for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
+		if (!m->slots[i].in_use)
+			return &m->slots[i];
+	return NULL;
+}
+
+static void spawn_generation(struct master *m)
+{
+	m->generation++;
+	for (unsigned i = 0; i < m->cfg->workers; i++) {
+		struct worker_slot *slot = free_slot(m);
+		if (slot == NULL) {
+			log_error("too many worker processes; not starting more");
+			return;
+		}
+		memset(slot, 0, sizeof(*slot));
+		slot->in_use = true;
+		slot->generation = m->generation;
+		slot->index = i;
+		spawn_worker(m, slot);
+	}
+}
+
+static void signal_workers(struct master *m, int sig, bool old_only)
+{
+	for (size_t i = 0; i < MAX_WORKER_SLOTS; i++) {
+		struct worker_slot *s = &m->slots[i];
+		if (!s->in_use || s->pid <= 0)
+			continue;
+		if (old_only && s->generation == m->generation)
+			continue;
+		kill(s->pid, sig);
+	}
+}
+
+static size_t live_workers(const struct master *m)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
+		if (m->slots[i].in_use && m->slots[i].pid > 0)
+			n++;
+	return n;
+}
+
+static void reap(struct master *m)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct worker_slot *s = NULL;
+		for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
+			if (m->slots[i].in_use && m->slots[i].pid == pid)
+				s = &m->slots[i];
+		if (s == NULL)
+			continue;
+		s->pid = 0;
+		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (m->stopping || s->generation != m->generation) {
+			if (!clean)
+				log_warn("worker exited pid=%d status=%d", (int)pid, status);
+			s->in_use = false;
+			continue;
+		}
+		if (WIFSIGNALED(status))
+			log_error("worker died pid=%d signal=%d; restarting", (int)pid,
+			          WTERMSIG(status));
+		else
+			log_error("worker exited pid=%d status=%d; restarting", (int)pid,
+			          WIFEXITED(status) ? WEXITSTATUS(status) : status);
+		uint64_t now = now_ms();
+		if (now - s->started_ms < RESTART_BACKOFF_MS)
+			s->restart_at_ms = now + RESTART_BACKOFF_MS;
+		else
+			spawn_worker(m, s);
+	}
+}
+
+static void reload(struct master *m)
+{
+	struct config *cfg;
+	struct strlist errors = {0};
+
+	if (config_load(m->cfg->path, &cfg, &errors) < 0) {
+		for (size_t i = 0; i < errors.count; i++)
+			log_error("reload refused: %s", errors.items[i]);
+		strlist_free(&errors);
+		return;
+	}
+	struct listener_set fresh;
+	char err[512];
+	if (listeners_bind(cfg, &m->listeners, &fresh, err, sizeof(err)) < 0) {
+		log_error("reload refused: %s", err);
+		config_free(&cfg);
+		return;
+	}
+	/* What the new config no longer names is closed here; the old
+	 * workers close their copies when they drain. */
+	listeners_close(&m->listeners, 1);
+	m->listeners = fresh;
+	config_free(&m->cfg);
+	m->cfg = cfg;
+	spawn_generation(m);
+	signal_workers(m, SIGUSR1, true);
+	log_info("reloaded config=%s workers=%u", m->cfg->path, m->cfg->workers);
+}
+
+static void begin_stop(struct master *m, int sig)
+{
+	if (m->stopping)
+		return;
+	m->stopping = true;
+	m->stop_deadline_ms = now_ms() + STOP_GRACE_MS;
+	log_info("stopping signal=%d", sig);
+	signal_workers(m, SIGTERM, false);
+}
+
+static void daemonize(void)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		fatal("fork: %s", strerror(errno));
+	if (pid > 0)
+		_exit(0);
+	setsid();
+	pid = fork();
+	if (pid < 0)
+		fatal("fork: %s", strerror(errno));
+	if (pid > 0)
+		_exit(0);
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	if (chdir("/") < 0)
+		fatal("chdir /: %s", strerror(errno));
+}
+
+static void write_pidfile(struct master *m)
+{
+	m->pidfile = xasprintf("%s/pillar.pid", m->cfg->state_dir);
+	FILE *f = fopen(m->pidfile, "w");
+	if (f == NULL) {
+		log_warn("cannot write pid file path=%s errno=%d", m->pidfile, errno);
+		x_free(&m->pidfile);
+		return;
+	}
+	fprintf(f, "%d\n", (int)getpid());
+	fclose(f);
+}
+
+static int master_loop(struct master *m)
+{
+	for (;;) {
+		uint64_t now = now_ms();
+		if (m->stopping && live_workers(m) == 0)
+			return 0;
+		if (m->stopping && now >= m->stop_deadline_ms) {
+			log_warn("workers did not stop in time; killing them");
+			signal_workers(m, SIGKILL, false);
+			m->stop_deadline_ms = now + 60000;
+		}
+		/* Sleep until a signal or the next scheduled restart. */
+		int timeout = -1;
+		for (size_t i = 0; i < MAX_WORKER_SLOTS; i++) {
+			struct worker_slot *s = &m->slots[i];
+			if (!s->in_use || s->restart_at_ms == 0 || m->stopping)
+				continue;
+			if (s->restart_at_ms <= now) {
+				spawn_worker(m, s);
+				continue;
+			}
+			int left = (int)(s->restart_at_ms - now);
+			if (timeout < 0 || left < timeout)
+				timeout = left;
+		}
+		if (m->stopping) {
+			int left = (int)(m->stop_deadline_ms - now);
+			if (timeout < 0 || left < timeout)
+				timeout = left;
+		}
+
+		struct pollfd pfd = {.fd = m->sigfd, .events = POLLIN};
+		int n = poll(&pfd, 1, timeout);
+		if (n < 0 && errno != EINTR)
+			fatal("poll: %s", strerror(errno));
+		if (n <= 0)
+			continue;
+		struct signalfd_siginfo si;
+		while (read(m->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			switch (si.ssi_signo) {
+			case SIGCHLD:
+				reap(m);
+				break;
+			case SIGHUP:
+				if (!m->stopping)
+					reload(m);
+				break;
+			case SIGTERM:
+			case SIGINT:
+				begin_stop(m, (int)si.ssi_signo);
+				break;
+			}
+		}
+	}
+}
+
+int server_run(struct config *cfg, bool foreground)
+{
+	struct master m;
+	char err[512];
+	const char *error;
+	uid_t uid;
+	gid_t gid;
+
+	memset(&m, 0, sizeof(m));
+	m.cfg = cfg;
+	log_open("pillar", foreground);
+	if (geteuid() == 0 && priv_lookup(cfg->run_as, &uid, &gid, &error) < 0) {
+		log_error("run_as %s: %s", cfg->run_as, error);
+		config_free(&m.cfg);
+		return 1;
+	}
+	if (listeners_bind(cfg, NULL, &m.listeners, err, sizeof(err)) < 0) {
+		log_error("cannot listen: %s", err);
+		config_free(&m.cfg);
+		return 1;
+	}
+	if (m.listeners.count == 0) {
+		log_error("no listeners: set pop3_listen in %s", cfg->path);
+		config_free(&m.cfg);
+		return 1;
+	}
+	if (!foreground)
+		daemonize();
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, &m.old_mask);
+	m.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (m.sigfd < 0)
+		fatal("signalfd: %s", strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+	write_pidfile(&m);
+
+	for (size_t i = 0; i < m.listeners.count; i++)
+		log_info("listening proto=%s addr=%s",
+		         listener_proto_name(m.listeners.items[i].proto),
+		         m.listeners.items[i].spec);
+	spawn_generation(&m);
+	log_info("started pid=%d workers=%u", (int)getpid(), cfg->workers);
+
+	int status = master_loop(&m);
+
+	listeners_close(&m.listeners, 1);
+	if (m.pidfile != NULL) {
+		unlink(m.pidfile);
+		x_free(&m.pidfile);
+	}
+	close(m.sigfd);
+	log_info("stopped");
+	config_free(&m.cfg);
+	return status;
+}

@@ -1,0 +1,196 @@
+/* A worker process: one event loop serving many sessions. It drops root
+ * first, then accepts on the inherited listeners until told to drain
+ * (SIGUSR1, after a reload: stop accepting, finish open sessions) or to stop
+ * (SIGTERM/SIGINT: tell every session and close). */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/env.h"
+#include "core/log.h"
+#include "core/pool.h"
+#include "core/priv.h"
+#include "core/util.h"
+#include "pop3/pop3.h"
+#include "server/listeners.h"
+
+/* After a stop, sessions get this long to say goodbye before the loop ends
+ * regardless. */
+#define WORKER_STOP_GRACE_S 10
+/* When accept fails for lack of descriptors, pause that listener this long
+ * instead of spinning on a socket that stays readable. */
+#define ACCEPT_BACKOFF_MS 500
+
+struct worker_listener {
+	struct worker *w;
+	enum listener_proto proto;
+	struct evconnlistener *evl;
+	struct event *backoff;
+};
+
+struct worker {
+	struct worker_env env;
+	struct worker_listener *listeners;
+	size_t nlisteners;
+	struct event *sig_term, *sig_int, *sig_usr1, *stop_timer;
+};
+
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+	(void)evl;
+	struct worker_listener *wl = arg;
+
+	switch (wl->proto) {
+	case PROTO_POP3:
+		pop3_accept(&wl->w->env, fd, sa, (socklen_t)salen);
+		break;
+	default:
+		/* Other protocols are not served by this build yet. */
+		close(fd);
+		break;
+	}
+}
+
+static void backoff_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker_listener *wl = arg;
+	if (wl->evl != NULL)
+		evconnlistener_enable(wl->evl);
+}
+
+static void accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+	struct worker_listener *wl = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		log_warn("accept failed errno=%d; pausing listener", err);
+		evconnlistener_disable(evl);
+		struct timeval tv = {0, ACCEPT_BACKOFF_MS * 1000};
+		evtimer_add(wl->backoff, &tv);
+	}
+}
+
+static void close_listeners(struct worker *w)
+{
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		if (w->listeners[i].evl != NULL) {
+			evconnlistener_free(w->listeners[i].evl);
+			w->listeners[i].evl = NULL;
+		}
+		if (w->listeners[i].backoff != NULL)
+			event_del(w->listeners[i].backoff);
+	}
+}
+
+static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	log_warn("worker %u: sessions still open after %ds; closing", w->env.index,
+	         WORKER_STOP_GRACE_S);
+	event_base_loopbreak(w->env.base);
+}
+
+static void begin_stop(struct worker *w, bool drain)
+{
+	close_listeners(w);
+	if (!w->env.stopping) {
+		w->env.stopping = true;
+		if (!drain) {
+			struct timeval tv = {WORKER_STOP_GRACE_S, 0};
+			evtimer_add(w->stop_timer, &tv);
+		}
+	}
+	if (!drain)
+		env_shutdown_clients(&w->env);
+	if (w->env.nclients == 0)
+		event_base_loopexit(w->env.base, NULL);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	begin_stop(arg, sig == SIGUSR1);
+}
+
+int worker_main(const struct config *cfg, const struct listener_set *set, unsigned index)
+{
+	struct worker w;
+	const char *error;
+
+	if (priv_drop(cfg->run_as, &error) < 0)
+		fatal("worker %u: cannot drop privileges to %s: %s", index, cfg->run_as, error);
+	/* Credentials changed, so set this only now: a worker must not outlive
+	 * the master that would restart or stop it. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() == 1)
+		exit(0);
+
+	memset(&w, 0, sizeof(w));
+	env_init(&w.env);
+	w.env.cfg = cfg;
+	w.env.index = index;
+	w.env.base = event_base_new();
+	if (w.env.base == NULL)
+		fatal("worker %u: event_base_new failed", index);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned threads = ncpu > 0 ? (unsigned)ncpu / (cfg->workers ? cfg->workers : 1) : 1;
+	w.env.pool = pool_new(w.env.base, threads < 2 ? 2 : threads);
+
+	signal(SIGPIPE, SIG_IGN);
+	w.sig_term = evsignal_new(w.env.base, SIGTERM, signal_cb, &w);
+	w.sig_int = evsignal_new(w.env.base, SIGINT, signal_cb, &w);
+	w.sig_usr1 = evsignal_new(w.env.base, SIGUSR1, signal_cb, &w);
+	evsignal_add(w.sig_term, NULL);
+	evsignal_add(w.sig_int, NULL);
+	evsignal_add(w.sig_usr1, NULL);
+	w.stop_timer = evtimer_new(w.env.base, stop_timer_cb, &w);
+
+	w.listeners = xcalloc(set->count, sizeof(*w.listeners));
+	w.nlisteners = set->count;
+	for (size_t i = 0; i < set->count; i++) {
+		struct worker_listener *wl = &w.listeners[i];
+		wl->w = &w;
+		wl->proto = set->items[i].proto;
+		wl->backoff = evtimer_new(w.env.base, backoff_cb, wl);
+		/* dup: the listener closes its fd on free (drain), the
+		 * inherited one stays the master's business. */
+		int fd = dup(set->items[i].fd);
+		if (fd < 0)
+			fatal("worker %u: dup: %s", index, strerror(errno));
+		wl->evl =
+		    evconnlistener_new(w.env.base, accept_cb, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		if (wl->evl == NULL)
+			fatal("worker %u: cannot listen on %s", index, set->items[i].spec);
+		evconnlistener_set_error_cb(wl->evl, accept_error_cb);
+	}
+	/* The inherited descriptors are not ours to keep open. */
+	for (size_t i = 0; i < set->count; i++)
+		close(set->items[i].fd);
+
+	event_base_dispatch(w.env.base);
+
+	close_listeners(&w);
+	pool_free(&w.env.pool);
+	for (size_t i = 0; i < w.nlisteners; i++)
+		event_free(w.listeners[i].backoff);
+	free(w.listeners);
+	event_free(w.sig_term);
+	event_free(w.sig_int);
+	event_free(w.sig_usr1);
+	event_free(w.stop_timer);
+	event_base_free(w.env.base);
+	return 0;
+}
