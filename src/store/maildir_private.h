@@ -17,9 +17,11 @@ struct maildir_msg {
 	size_t name_off;
 	size_t uidl_off;
 	uint64_t vsize;
-	bool in_cur;      /* in cur/ rather than new/ */
-	bool needs_sizes; /* scan only: name lacks S= or W= */
-	bool skip;        /* scan only: drop from the listing */
+	uint64_t sort_key;  /* leading number of the name (delivery time) */
+	uint32_t uidl_hash; /* scan only: for finding duplicate UIDLs */
+	bool in_cur;        /* in cur/ rather than new/ */
+	bool needs_sizes;   /* scan only: name lacks S= or W= */
+	bool skip;          /* scan only: drop from the listing */
 };
 
 struct maildir {

@@ -71,6 +71,31 @@ static struct maildir_msg *msg_add(struct maildir *md)
 	return m;
 }
 
+/* FNV-1a: a few instructions per byte, plenty for a hash set of names. */
+static uint32_t hash_string(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* The decimal number a name starts with (its delivery time), saturating;
+ * 0 when it does not start with a digit. */
+static uint64_t leading_number(const char *s)
+{
+	uint64_t v = 0;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return UINT64_MAX;
+		v = v * 10 + d;
+	}
+	return v;
+}
+
 /* Store name and its UIDL in the arena and fill in m. */
 static int msg_set_name(struct maildir *md, struct maildir_msg *m, const char *name,
                         const struct maildir_name *parsed)
@@ -88,6 +113,8 @@ static int msg_set_name(struct maildir *md, struct maildir_msg *m, const char *n
 		return -1;
 	m->name_off = name_off;
 	m->uidl_off = uidl_off;
+	m->uidl_hash = hash_string(uidl);
+	m->sort_key = leading_number(name);
 	return 0;
 }
 
@@ -266,50 +293,60 @@ static int scan_dir(struct scan *sc, const char *sub, bool in_cur)
 	return ret;
 }
 
+/* Name order, made cheap: most names start with the delivery time in
+ * seconds, so that number is compared first (it fits in the index struct, no
+ * arena access) and strcmp only breaks ties. For the ten-digit times of
+ * 2001-2286 this is exactly name order. */
 static int cmp_by_name(const void *a, const void *b, void *arg)
 {
 	const struct maildir_msg *x = a, *y = b;
 	const char *arena = arg;
+	if (x->sort_key != y->sort_key)
+		return x->sort_key < y->sort_key ? -1 : 1;
 	int r = strcmp(arena + x->name_off, arena + y->name_off);
 	if (r != 0)
 		return r;
 	return (int)x->in_cur - (int)y->in_cur; /* new/ before cur/ */
 }
 
-struct uidl_key {
-	const char *uidl;
-	size_t pos;
-};
-
-static int cmp_by_uidl(const void *a, const void *b)
-{
-	const struct uidl_key *x = a, *y = b;
-	int r = strcmp(x->uidl, y->uidl);
-	if (r != 0)
-		return r;
-	return x->pos < y->pos ? -1 : x->pos > y->pos;
-}
-
 /* Mark every message whose UIDL already appeared earlier in name order (the
  * same unique in new/ and cur/, e.g. a move half done by another program):
- * a POP3 listing must not contain one UIDL twice (RFC 1939 §7). */
+ * a POP3 listing must not contain one UIDL twice (RFC 1939 §7). An open
+ * addressing hash set of message indexes, at most half full; the hash was
+ * taken while the UIDL was still in cache. */
 static int mark_duplicates(struct maildir *md)
 {
 	if (md->count < 2)
 		return 0;
-	struct uidl_key *keys = malloc(md->count * sizeof(*keys));
-	if (keys == NULL)
+	size_t size = 1;
+	while (size < md->count * 2) {
+		if (size > SIZE_MAX / 4)
+			return -1;
+		size *= 2;
+	}
+	size_t *slots = malloc(size * sizeof(*slots));
+	if (slots == NULL)
 		return -1;
+	for (size_t i = 0; i < size; i++)
+		slots[i] = SIZE_MAX;
 	for (size_t i = 0; i < md->count; i++) {
-		keys[i].uidl = md->arena + md->msgs[i].uidl_off;
-		keys[i].pos = i;
+		struct maildir_msg *m = &md->msgs[i];
+		size_t h = m->uidl_hash & (size - 1);
+		for (;; h = (h + 1) & (size - 1)) {
+			size_t j = slots[h];
+			if (j == SIZE_MAX) {
+				slots[h] = i;
+				break;
+			}
+			if (md->msgs[j].uidl_hash == m->uidl_hash &&
+			    strcmp(md->arena + md->msgs[j].uidl_off, md->arena + m->uidl_off) ==
+			        0) {
+				m->skip = true;
+				break;
+			}
+		}
 	}
-	qsort(keys, md->count, sizeof(*keys), cmp_by_uidl);
-	for (size_t i = 1; i < md->count; i++) {
-		if (strcmp(keys[i].uidl, keys[i - 1].uidl) == 0)
-			md->msgs[keys[i].pos].skip = true;
-	}
-	free(keys);
+	free(slots);
 	return 0;
 }
 
