@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -104,8 +103,12 @@ class Conn:
     line() returns one reply line without its CRLF; a reply that ends in a bare
     LF never completes and so fails the test with a timeout."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT, greet=True):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=IO_TIMEOUT, greet=True, source=None):
+        # source: a client address such as "127.0.0.2" (all of 127/8 is
+        # loopback), to look like a different client host.
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.buf = bytearray()
@@ -286,6 +289,27 @@ def pid_alive(pid):
     return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
+def set_key(conf: Path, key, value) -> int:
+    """Set `key = value` in a config file: the first line of the key is
+    replaced and any further ones (list keys) removed; a key not present is
+    appended. Returns the 1-based line number of the key's line."""
+    lines = conf.read_text().splitlines()
+    pat = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    out, lineno = [], None
+    for line in lines:
+        if pat.match(line):
+            if lineno is None:
+                out.append(f"{key} = {value}")
+                lineno = len(out)
+            continue
+        out.append(line)
+    if lineno is None:
+        out.append(f"{key} = {value}")
+        lineno = len(out)
+    conf.write_text("\n".join(out) + "\n")
+    return lineno
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while True:
@@ -321,25 +345,9 @@ class Pillar:
     # -- config -----------------------------------------------------------
 
     def configure(self, **settings):
-        """Set keys in pillar.conf: every existing line of the key is replaced
-        (list keys included); a key not present is appended."""
-        text = self.conf.read_text()
-        lines = text.splitlines()
+        """Set keys in pillar.conf (see set_key)."""
         for key, value in settings.items():
-            pat = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
-            new = f"{key} = {value}"
-            out, placed = [], False
-            for line in lines:
-                if pat.match(line) and not line.lstrip().startswith("#"):
-                    if not placed:
-                        out.append(new)
-                        placed = True
-                    continue
-                out.append(line)
-            if not placed:
-                out.append(new)
-            lines = out
-        self.conf.write_text("\n".join(lines) + "\n")
+            set_key(self.conf, key, value)
 
     def conf_value(self, key):
         for line in self.conf.read_text().splitlines():
@@ -471,6 +479,37 @@ class Pillar:
 
     def workers(self):
         return children_of(self.proc.pid)
+
+    def holder_of(self, conn: Conn):
+        """The server process (a child of the master) that holds the server
+        end of this client connection, found through /proc/net/tcp."""
+        client_port = conn.sock.getsockname()[1]
+        inode = None
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for row in f:
+                fields = row.split()
+                local, remote = fields[1], fields[2]
+                if int(local.split(":")[1], 16) == self.port and int(remote.split(":")[1], 16) == client_port:
+                    inode = fields[9]
+                    break
+        assert inode, "server end of the connection not found in /proc/net/tcp"
+        target = f"socket:[{inode}]"
+        holders = []
+        for pid in self.workers():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        holders.append(pid)
+                        break
+                except OSError:
+                    pass
+        assert len(holders) == 1, f"expected one worker holding the session, found {holders}"
+        return holders[0]
 
     def signal(self, sig):
         os.kill(self.proc.pid, sig)

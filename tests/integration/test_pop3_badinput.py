@@ -1,0 +1,302 @@
+"""Bad input over a raw socket: every case gets a clear -ERR (or, for
+unbounded input, a disconnect), never a crash or a hang, changes nothing in
+the mailbox, and afterwards a fresh client is still served."""
+
+import socket
+import time
+
+import pytest
+
+from harness import PASSWORD, USER, Conn, vsize
+
+BAD_NUMBERS = ["0", "-1", "+1", "1x", "x1", "x", "1.0", "0x1", "4", "4294967297",
+               "4294967296", "18446744073709551617", "99999999999999999999", "１"]
+
+
+def fresh_client_is_served(p, msgs):
+    """A new client logs in and sees every message untouched."""
+    c = p.wait_unlocked(USER, PASSWORD)
+    assert c.stat() == (len(msgs), sum(vsize(d) for _, d in msgs))
+    assert [u for _, u in c.uidls()] == [u for u, _ in msgs]
+    c.ok("QUIT")
+    c.close()
+    assert p.proc.poll() is None, "server exited"
+
+
+def test_unknown_commands(mailbox):
+    p, msgs = mailbox
+    cases = ["FOO", "LAST", "HELO x", "EHLO x", "XYZZY", "AUTH", "STLS", "UTF8",
+             "RETRX 1", "RE", "R", "123", "STAT1", "GET / HTTP/1.0", "\u00e9t\u00e9"]
+    with p.conn() as c:
+        for cmd in cases + ["USER"]:
+            c.err(cmd.encode())
+        c.login(USER, PASSWORD)
+        for cmd in cases:
+            c.err(cmd.encode())
+        assert c.stat()[0] == 3
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_empty_and_blank_lines(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        c.err(b"")
+        c.err(b" ")
+        c.err(b"   ")
+        c.err(b"\t")
+        c.ok("NOOP")
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_wrong_argument_counts(mailbox):
+    p, msgs = mailbox
+    with p.conn() as c:
+        c.err("USER")
+        c.err("QUIT now")  # QUIT takes no argument
+        c.err("CAPA x")
+        c.login(USER, PASSWORD)
+        for cmd in ("STAT 1", "NOOP x", "RSET 1", "RETR", "RETR 1 2", "DELE", "DELE 1 2",
+                    "TOP", "TOP 1", "TOP 1 2 3", "LIST 1 2", "UIDL 1 2", "CAPA x"):
+            c.err(cmd)
+        assert c.stat()[0] == 3
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+@pytest.mark.parametrize("command", ["RETR {}", "DELE {}", "LIST {}", "UIDL {}", "TOP {} 0"])
+def test_bad_message_numbers(mailbox, command):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        for n in BAD_NUMBERS:
+            reply = c.cmd(command.format(n).encode())
+            assert reply.startswith(b"-ERR"), (command.format(n), reply)
+        assert c.stat()[0] == 3, "a bad number deleted something"
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_bad_top_line_counts(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        for n in ["-1", "+1", "1x", "x", "", "1.5", "0x10"]:
+            reply = c.cmd(f"TOP 1 {n}".rstrip() if n else "TOP 1 ")
+            assert reply.startswith(b"-ERR"), (n, reply)
+        c.ok("TOP 1 0")
+        c.multiline()
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_deleted_messages_are_refused(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        c.ok("DELE 2")
+        for cmd in ("RETR 2", "DELE 2", "LIST 2", "UIDL 2", "TOP 2 0"):
+            c.err(cmd)
+        c.ok("RETR 1")
+        c.multiline()
+        c.ok("RSET")
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_line_over_255_octets_is_refused(mailbox):
+    p, msgs = mailbox
+    with p.conn() as c:
+        c.err("USER " + "a" * 300)
+        c.login(USER, PASSWORD)
+        for cmd in ("NOOP " + "x" * 260, "RETR " + "1" * 251, "LIST " + "0" * 1000 + "1",
+                    "STAT" + " " * 300):
+            reply = c.cmd(cmd)
+            assert reply.startswith(b"-ERR"), (cmd[:20], reply)
+        c.ok("NOOP")
+        assert c.stat()[0] == 3
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_password_line_over_255_octets_is_refused(mailbox):
+    p, msgs = mailbox
+    with p.conn() as c:
+        c.ok("USER " + USER)
+        c.err("PASS " + PASSWORD + "x" * 300)
+    fresh_client_is_served(p, msgs)
+
+
+def _flood(c, limit):
+    """Send a line that never ends; returns how much was sent before the
+    server closed the connection, or None if it never did."""
+    chunk = b"A" * 8192
+    sent = 0
+    c.sock.settimeout(10)
+    try:
+        while sent < limit:
+            c.sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        return sent
+    except socket.timeout:
+        return None  # the server stopped reading but kept the connection
+    # All sent: the server must still close on its own.
+    try:
+        rest = c.read_to_eof(timeout=10)
+    except TimeoutError:
+        return None
+    assert rest == b"" or rest.startswith(b"-ERR"), rest[:100]
+    return sent
+
+
+@pytest.mark.parametrize("state", ["authorization", "transaction"])
+def test_endless_line_disconnects(mailbox, state):
+    p, msgs = mailbox
+    c = p.conn() if state == "authorization" else p.session(USER, PASSWORD)
+    try:
+        sent = _flood(c, 16 * 1024 * 1024)
+        assert sent is not None, "a line without end was neither cut off nor the client disconnected"
+    finally:
+        c.close()
+    fresh_client_is_served(p, msgs)
+
+
+def test_nul_bytes(mailbox):
+    p, msgs = mailbox
+    with p.conn() as c:
+        c.err(b"USER \x00" + USER.encode())
+        c.err(b"\x00")
+        c.login(USER, PASSWORD)
+        for cmd in (b"NOOP\x00", b"NO\x00OP", b"STAT\x00\x00", b"RETR 1\x00", b"DELE \x001",
+                    b"\x00\x00\x00"):
+            reply = c.cmd(cmd)
+            assert reply.startswith(b"-ERR"), (cmd, reply)
+        assert c.stat()[0] == 3
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_nul_in_password_is_not_a_login(mailbox):
+    p, msgs = mailbox
+    with p.conn() as c:
+        c.ok("USER " + USER)
+        reply = c.cmd(b"PASS " + PASSWORD.encode() + b"\x00junk")
+        assert reply.startswith(b"-ERR"), reply
+        c.err("STAT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_bare_cr(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        # Bare CR is not a line end: this is one bad line, not two commands.
+        c.send(b"DELE 1\rDELE 2\r\n")
+        reply = c.line()
+        assert reply.startswith(b"-ERR"), reply
+        c.ok("NOOP")
+        c.err(b"NOOP\r")
+        c.err(b"\rNOOP")
+        assert c.stat()[0] == 3, "bare CR was taken as a line end"
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_control_characters(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        for cmd in (b"NOOP\x1b[2J", b"\x7fSTAT", b"RETR\t1", b"LIST\x0b"):
+            reply = c.cmd(cmd)
+            assert reply.startswith(b"-ERR"), (cmd, reply)
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_crlf_split_across_writes_is_one_line_end(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        c.send(b"NOOP\r")
+        time.sleep(0.1)
+        c.send(b"\nSTAT\r\n")
+        assert c.line().startswith(b"+OK")
+        assert c.line().startswith(b"+OK 3 ")
+        c.ok("QUIT")
+
+
+def test_garbage_binary_input(mailbox):
+    p, msgs = mailbox
+    import random
+
+    rng = random.Random(1939)
+    with p.session(USER, PASSWORD) as c:
+        for _ in range(50):
+            junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+            junk = junk.replace(b"\n", b"").replace(b"\r", b"")
+            reply = c.cmd(junk)
+            assert reply.startswith(b"-ERR"), (junk, reply)
+        assert c.stat()[0] == 3
+        c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
+
+
+def test_connect_and_close_immediately(mailbox):
+    p, msgs = mailbox
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s.close()
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # RST
+    fresh_client_is_served(p, msgs)
+
+
+def test_drop_in_the_middle_of_a_big_retr(alice):
+    data = b"Subject: big\n\n" + b"0123456789 abcdefghij\n" * 400_000  # ~9 MB
+    uid = alice.deliver(USER, data)
+    for _ in range(3):
+        c = alice.wait_unlocked(USER, PASSWORD)
+        c.send("RETR 1\r\n")
+        c.line()
+        c.sock.recv(1000)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()
+    fresh_client_is_served(alice, [(uid, data)])
+
+
+def test_client_that_never_reads(alice):
+    # Pipelined RETRs while never reading: the server must not buffer without
+    # bound or stall other clients; the other session is served meanwhile.
+    data = b"Subject: big\n\n" + (b"x" * 1000 + b"\n") * 200
+    uid = alice.deliver(USER, data)
+    alice.add_user("bob@example.test", "bob-Secret-2")
+    c = alice.session(USER, PASSWORD)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        c.send("RETR 1\r\n" * 30)
+        with alice.session("bob@example.test", "bob-Secret-2") as b:
+            assert b.stat() == (0, 0)
+            b.ok("QUIT")
+        # Now read it all: every reply is there, complete and in order.
+        from harness import retr_wire
+
+        for _ in range(30):
+            assert c.line().startswith(b"+OK")
+            assert c.multiline_raw(timeout=30) == retr_wire(data)
+        c.ok("QUIT")
+    finally:
+        c.close()
+    fresh_client_is_served(alice, [(uid, data)])
+
+
+def test_many_concurrent_connections(mailbox):
+    p, msgs = mailbox
+    conns = []
+    try:
+        for _ in range(15):
+            conns.append(Conn(p.port))
+        for c in conns:
+            c.ok("CAPA")
+            c.multiline()
+    finally:
+        for c in conns:
+            c.close()
+    fresh_client_is_served(p, msgs)
