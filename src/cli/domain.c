@@ -1,0 +1,194 @@
+/* `pillar domain add|del|list`: the local domains. */
+#include "cli/cli.h"
+
+#include "core/config.h"
+#include "core/util.h"
+#include "directory/directory.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+static const char domain_help[] =
+    "usage: pillar domain add DOMAIN [-c FILE]\n"
+    "       pillar domain del DOMAIN [-c FILE]\n"
+    "       pillar domain list [--json] [-c FILE]\n"
+    "\n"
+    "Manage the domains Pillar receives mail for. A domain with mailboxes cannot\n"
+    "be deleted; delete its mailboxes first.\n"
+    "\n"
+    "  -c, --config FILE  the config file\n"
+    "      --json         list as a JSON array\n"
+    "  -h, --help         show this help\n";
+
+struct list_ctx {
+	bool json;
+	bool first; /* nothing printed yet */
+};
+
+static void print_domain(void *ctx, const char *domain, uint64_t mailboxes)
+{
+	struct list_ctx *lc = ctx;
+
+	if (!lc->json) {
+		/* The header only above rows: an empty list prints nothing. */
+		if (lc->first)
+			printf("%-40s %s\n", "DOMAIN", "MAILBOXES");
+		lc->first = false;
+		printf("%-40s %llu\n", domain, (unsigned long long)mailboxes);
+		return;
+	}
+	printf("%s\n  {\"domain\": ", lc->first ? "" : ",");
+	cli_json_string(stdout, domain);
+	printf(", \"mailboxes\": %llu}", (unsigned long long)mailboxes);
+	lc->first = false;
+}
+
+static int domain_list(struct dir *dir, bool json)
+{
+	struct list_ctx lc = {.json = json, .first = true};
+	const char *err;
+
+	if (json)
+		printf("[");
+	if (dir_domain_list(dir, print_domain, &lc, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	if (json)
+		printf("%s]\n", lc.first ? "" : "\n");
+	return 0;
+}
+
+static int domain_add(struct dir *dir, const char *domain)
+{
+	const char *err;
+	int r = dir_domain_exists(dir, domain, &err);
+
+	if (r < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	if (r > 0) {
+		cli_err("domain %s already exists", domain);
+		return EX_CANTCREAT;
+	}
+	if (dir_domain_add(dir, domain, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	printf("domain %s added\n", domain);
+	return 0;
+}
+
+static int domain_del(struct dir *dir, const struct config *cfg, const char *domain)
+{
+	const char *err;
+	char *path;
+	int r = dir_domain_exists(dir, domain, &err);
+
+	if (r < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	if (r == 0) {
+		cli_err("no such domain %s", domain);
+		return EX_NOUSER;
+	}
+	if (dir_domain_del(dir, domain, &err) < 0) {
+		cli_err("%s", err);
+		return EX_DATAERR;
+	}
+	/* Its mailboxes are gone, so <mail_root>/<domain> is normally empty;
+	 * if something is still in it, leave it for the administrator. */
+	path = xasprintf("%s/%s", cfg->mail_root, domain);
+	if (rmdir(path) < 0 && errno != ENOENT)
+		cli_err("note: %s was kept: %s", path, strerror(errno));
+	free(path);
+	printf("domain %s deleted\n", domain);
+	return 0;
+}
+
+int cli_domain(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *conf = NULL, *sub, *err;
+	bool json = false;
+	struct config *cfg;
+	struct dir *dir;
+	char domain[DIR_DOMAIN_MAX + 1];
+	int c, status;
+
+	if (argc < 2) {
+		fputs(domain_help, stderr);
+		return EX_USAGE;
+	}
+	sub = argv[1];
+	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+		fputs(domain_help, stdout);
+		return 0;
+	}
+	if (strcmp(sub, "add") != 0 && strcmp(sub, "del") != 0 && strcmp(sub, "list") != 0)
+		return cli_usage_err("domain", "unknown domain command '%s'", sub);
+
+	argc--;
+	argv++;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			conf = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			fputs(domain_help, stdout);
+			return 0;
+		case ':':
+			return cli_usage_err("domain", "option %s needs a value", argv[optind - 1]);
+		default:
+			return cli_usage_err("domain", "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (strcmp(sub, "list") == 0) {
+		if (optind < argc)
+			return cli_usage_err("domain", "unexpected argument '%s'", argv[optind]);
+	} else {
+		if (optind != argc - 1)
+			return cli_usage_err("domain", "domain %s takes one DOMAIN", sub);
+		if (json)
+			return cli_usage_err("domain", "--json is for domain list");
+		if (strlen(argv[optind]) >= sizeof(domain)) {
+			cli_err("bad domain: longer than 255 characters");
+			return EX_DATAERR;
+		}
+		snprintf(domain, sizeof(domain), "%s", argv[optind]);
+		if (dir_check_domain(domain, &err) < 0) {
+			cli_err("bad domain '%s': %s", argv[optind], err);
+			return EX_DATAERR;
+		}
+	}
+
+	status = cli_admin_open(conf, &cfg, &dir);
+	if (status != 0)
+		return status;
+	if (strcmp(sub, "list") == 0)
+		status = domain_list(dir, json);
+	else if (strcmp(sub, "add") == 0)
+		status = domain_add(dir, domain);
+	else
+		status = domain_del(dir, cfg, domain);
+	dir_close(&dir);
+	config_free(&cfg);
+	return status;
+}

@@ -1,0 +1,464 @@
+/* `pillar user add|del|passwd|list`: mailboxes. */
+#include "cli/cli.h"
+
+#include "auth/password.h"
+#include "core/config.h"
+#include "core/util.h"
+#include "directory/directory.h"
+#include "store/maildir.h"
+#include "store/maildir_name.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char user_help[] =
+    "usage: pillar user add ADDRESS [--password-stdin] [-c FILE]\n"
+    "       pillar user del ADDRESS [--purge] [-c FILE]\n"
+    "       pillar user passwd ADDRESS [--password-stdin] [-c FILE]\n"
+    "       pillar user list [DOMAIN] [--json] [-c FILE]\n"
+    "\n"
+    "Manage mailboxes. The domain must exist (pillar domain add). Without\n"
+    "--password-stdin the password is asked for twice on the terminal.\n"
+    "'user del' moves the Maildir to <state_dir>/deleted/<address>.<time>;\n"
+    "with --purge it is removed.\n"
+    "\n"
+    "  -c, --config FILE   the config file\n"
+    "      --password-stdin  read the password as one line from stdin\n"
+    "      --purge         delete the mail too\n"
+    "      --json          list as a JSON array\n"
+    "  -h, --help          show this help\n";
+
+enum { OPT_PASSWORD_STDIN = 256, OPT_PURGE, OPT_JSON };
+
+struct user_opts {
+	const char *conf;
+	bool password_stdin, purge, json;
+};
+
+/* ---- list ---- */
+
+struct usage_count {
+	uint64_t messages, bytes;
+	bool missing; /* no Maildir at all */
+};
+
+/* Count one of new/ and cur/ from the file names' S= fields; files without
+ * one are stat'ed, never read. */
+static void count_subdir(const char *maildir, const char *sub, struct usage_count *u)
+{
+	char *path = xasprintf("%s/%s", maildir, sub);
+	DIR *d = opendir(path);
+	struct dirent *de;
+
+	free(path);
+	if (d == NULL) {
+		if (errno == ENOENT)
+			u->missing = true;
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct maildir_name name;
+		struct stat st;
+
+		if (maildir_name_parse(de->d_name, &name) < 0)
+			continue;
+		if (name.has_size) {
+			u->messages++;
+			u->bytes += name.size;
+		} else if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		           S_ISREG(st.st_mode)) {
+			u->messages++;
+			u->bytes += (uint64_t)st.st_size;
+		}
+	}
+	closedir(d);
+}
+
+struct list_ctx {
+	const struct config *cfg;
+	bool json;
+	bool first; /* nothing printed yet */
+};
+
+static void format_time(int64_t t, char *buf, size_t size)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t <= 0 || localtime_r(&tt, &tm) == NULL)
+		snprintf(buf, size, "never");
+	else
+		strftime(buf, size, "%Y-%m-%d %H:%M", &tm);
+}
+
+static void print_user(void *ctx, const struct dir_user *user)
+{
+	struct list_ctx *lc = ctx;
+	struct usage_count u = {0};
+	char *path = maildir_path(lc->cfg->mail_root, user->address);
+	char quota[32], when[32];
+
+	count_subdir(path, "new", &u);
+	count_subdir(path, "cur", &u);
+	free(path);
+
+	if (lc->json) {
+		printf("%s\n  {\"address\": ", lc->first ? "" : ",");
+		cli_json_string(stdout, user->address);
+		printf(", \"messages\": %llu, \"bytes\": %llu, \"quota_bytes\": %llu,"
+		       " \"quota_messages\": %llu, \"locked\": %s, \"last_login\": ",
+		       (unsigned long long)u.messages, (unsigned long long)u.bytes,
+		       (unsigned long long)user->quota_bytes,
+		       (unsigned long long)user->quota_messages, user->locked ? "true" : "false");
+		if (user->last_login > 0)
+			printf("%lld}", (long long)user->last_login);
+		else
+			printf("null}");
+		lc->first = false;
+		return;
+	}
+	/* The header only above rows: an empty list prints nothing. */
+	if (lc->first)
+		printf("%-40s %8s %12s %12s %-6s %s\n", "ADDRESS", "MESSAGES", "BYTES", "QUOTA",
+		       "LOCKED", "LAST LOGIN");
+	lc->first = false;
+	if (user->quota_bytes > 0)
+		snprintf(quota, sizeof(quota), "%llu", (unsigned long long)user->quota_bytes);
+	else
+		snprintf(quota, sizeof(quota), "-");
+	format_time(user->last_login, when, sizeof(when));
+	printf("%-40s %8llu %12llu %12s %-6s %s\n", user->address, (unsigned long long)u.messages,
+	       (unsigned long long)u.bytes, quota, user->locked ? "yes" : "no", when);
+}
+
+static int user_list(struct dir *dir, const struct config *cfg, const char *domain, bool json)
+{
+	struct list_ctx lc = {.cfg = cfg, .json = json, .first = true};
+	const char *err;
+
+	if (domain != NULL) {
+		int r = dir_domain_exists(dir, domain, &err);
+
+		if (r < 0) {
+			cli_err("%s", err);
+			return 1;
+		}
+		if (r == 0) {
+			cli_err("no such domain %s", domain);
+			return EX_NOUSER;
+		}
+	}
+	if (json)
+		printf("[");
+	if (dir_user_list(dir, domain, print_user, &lc, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	if (json)
+		printf("%s]\n", lc.first ? "" : "\n");
+	return 0;
+}
+
+/* ---- add, passwd ---- */
+
+static char *new_hash(bool from_stdin, int *status_r)
+{
+	const char *err;
+	char *pw = cli_read_new_password(from_stdin, status_r);
+	char *hash;
+
+	if (pw == NULL)
+		return NULL;
+	hash = password_hash(pw, &err);
+	OPENSSL_cleanse(pw, strlen(pw));
+	free(pw);
+	if (hash == NULL) {
+		cli_err("%s", err);
+		*status_r = EX_SOFTWARE;
+	}
+	return hash;
+}
+
+/* 1 exists, 0 not, -1 error (printed). */
+static int user_exists(struct dir *dir, const char *address)
+{
+	struct dir_user user;
+	const char *err;
+	int r = dir_user_lookup(dir, address, &user, &err);
+
+	OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
+	if (r < 0)
+		cli_err("%s", err);
+	return r;
+}
+
+static int user_add(struct dir *dir, const struct config *cfg, const char *address, bool from_stdin)
+{
+	const char *domain = strchr(address, '@') + 1, *err;
+	struct stat st;
+	char *hash, *path;
+	bool existed;
+	int r, status = 0;
+
+	r = dir_domain_exists(dir, domain, &err);
+	if (r < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	if (r == 0) {
+		cli_err("no such domain %s (add it with 'pillar domain add %s')", domain, domain);
+		return EX_NOUSER;
+	}
+	r = user_exists(dir, address);
+	if (r != 0) {
+		if (r > 0)
+			cli_err("mailbox %s already exists", address);
+		return r > 0 ? EX_CANTCREAT : 1;
+	}
+	hash = new_hash(from_stdin, &status);
+	if (hash == NULL)
+		return status;
+
+	/* Maildir first, then the directory row: a mailbox that can log in
+	 * always has somewhere to keep its mail. */
+	path = maildir_path(cfg->mail_root, address);
+	existed = lstat(path, &st) == 0;
+	if (maildir_create(path, &err) < 0) {
+		cli_err("cannot create the Maildir %s: %s", path, err);
+		status = EX_CANTCREAT;
+	} else if (dir_user_add(dir, address, hash, &err) < 0) {
+		cli_err("%s", err);
+		if (!existed)
+			cli_remove_tree(path);
+		status = 1;
+	} else {
+		printf("mailbox %s added\n", address);
+	}
+	free(path);
+	free(hash);
+	return status;
+}
+
+static int user_passwd(struct dir *dir, const char *address, bool from_stdin)
+{
+	const char *err;
+	char *hash;
+	int r, status = 0;
+
+	r = user_exists(dir, address);
+	if (r <= 0) {
+		if (r == 0)
+			cli_err("no such mailbox %s", address);
+		return r == 0 ? EX_NOUSER : 1;
+	}
+	hash = new_hash(from_stdin, &status);
+	if (hash == NULL)
+		return status;
+	if (dir_user_set_password(dir, address, hash, &err) < 0) {
+		cli_err("%s", err);
+		status = 1;
+	} else {
+		printf("password of %s changed\n", address);
+	}
+	free(hash);
+	return status;
+}
+
+/* ---- del ---- */
+
+/* Move the Maildir out of the way before the row goes, so that a failure
+ * of either step can be undone and nothing is half-deleted. */
+static int user_del(struct dir *dir, const struct config *cfg, const char *address, bool purge)
+{
+	char *path = maildir_path(cfg->mail_root, address);
+	char *moved = NULL, *deleted_dir = NULL;
+	const char *err;
+	struct stat st;
+	int r, status = 0;
+
+	r = user_exists(dir, address);
+	if (r <= 0) {
+		if (r == 0)
+			cli_err("no such mailbox %s", address);
+		free(path);
+		return r == 0 ? EX_NOUSER : 1;
+	}
+
+	if (lstat(path, &st) == 0) {
+		long long now = (long long)time(NULL);
+
+		if (purge) {
+			/* A sibling name no mailbox can have (leading '.'),
+			 * on the same file system, so rename cannot fail
+			 * with EXDEV. */
+			const char *at = strchr(address, '@');
+			moved = xasprintf("%s/%s/.%.*s.deleting.%lld.%ld", cfg->mail_root, at + 1,
+			                  (int)(at - address), address, now, (long)getpid());
+		} else {
+			deleted_dir = xasprintf("%s/deleted", cfg->state_dir);
+			if (mkdir(deleted_dir, 0700) < 0 && errno != EEXIST) {
+				cli_err("cannot create %s: %s", deleted_dir, strerror(errno));
+				status = EX_CANTCREAT;
+				goto out;
+			}
+			moved = xasprintf("%s/%s.%lld", deleted_dir, address, now);
+			for (int n = 1; lstat(moved, &st) == 0 && n < 100; n++) {
+				free(moved);
+				moved = xasprintf("%s/%s.%lld-%d", deleted_dir, address, now, n);
+			}
+		}
+		if (rename(path, moved) < 0) {
+			if (errno == EXDEV)
+				cli_err("cannot move %s to %s: it is on another file system "
+				        "(use --purge, or move the Maildir yourself first)",
+				        path, deleted_dir);
+			else
+				cli_err("cannot move %s to %s: %s", path, moved, strerror(errno));
+			status = EX_CANTCREAT;
+			goto out;
+		}
+	}
+
+	if (dir_user_del(dir, address, &err) < 0) {
+		cli_err("%s", err);
+		if (moved != NULL && rename(moved, path) < 0)
+			cli_err("and the Maildir could not be put back from %s: %s", moved,
+			        strerror(errno));
+		status = 1;
+		goto out;
+	}
+	if (moved != NULL && purge) {
+		if (cli_remove_tree(moved) < 0) {
+			cli_err("mailbox %s deleted, but removing %s failed: %s", address, moved,
+			        strerror(errno));
+			status = 1;
+			goto out;
+		}
+		printf("mailbox %s deleted, mail removed\n", address);
+	} else if (moved != NULL) {
+		printf("mailbox %s deleted, mail kept in %s\n", address, moved);
+	} else {
+		printf("mailbox %s deleted (it had no Maildir)\n", address);
+	}
+out:
+	free(path);
+	free(moved);
+	free(deleted_dir);
+	return status;
+}
+
+/* ---- dispatch ---- */
+
+int cli_user(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
+	    {"purge", no_argument, NULL, OPT_PURGE},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct user_opts o = {0};
+	/* Holds an ADDRESS, or a DOMAIN for list, which may be one longer. */
+	char address[DIR_DOMAIN_MAX + 1];
+	const char *sub, *err, *arg = NULL;
+	struct config *cfg;
+	struct dir *dir;
+	bool list, add, del, passwd;
+	int c, status;
+
+	if (argc < 2) {
+		fputs(user_help, stderr);
+		return EX_USAGE;
+	}
+	sub = argv[1];
+	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+		fputs(user_help, stdout);
+		return 0;
+	}
+	list = strcmp(sub, "list") == 0;
+	add = strcmp(sub, "add") == 0;
+	del = strcmp(sub, "del") == 0;
+	passwd = strcmp(sub, "passwd") == 0;
+	if (!list && !add && !del && !passwd)
+		return cli_usage_err("user", "unknown user command '%s'", sub);
+
+	argc--;
+	argv++;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			o.conf = optarg;
+			break;
+		case OPT_PASSWORD_STDIN:
+			o.password_stdin = true;
+			break;
+		case OPT_PURGE:
+			o.purge = true;
+			break;
+		case OPT_JSON:
+			o.json = true;
+			break;
+		case 'h':
+			fputs(user_help, stdout);
+			return 0;
+		case ':':
+			return cli_usage_err("user", "option %s needs a value", argv[optind - 1]);
+		default:
+			return cli_usage_err("user", "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (o.password_stdin && !add && !passwd)
+		return cli_usage_err("user", "--password-stdin is for user add and user passwd");
+	if (o.purge && !del)
+		return cli_usage_err("user", "--purge is for user del");
+	if (o.json && !list)
+		return cli_usage_err("user", "--json is for user list");
+	if (argc - optind > 1)
+		return cli_usage_err("user", "unexpected argument '%s'", argv[optind + 1]);
+	if (optind < argc)
+		arg = argv[optind];
+	if (arg == NULL && !list)
+		return cli_usage_err("user", "user %s needs an ADDRESS", sub);
+
+	if (arg != NULL) {
+		if (strlen(arg) >= sizeof(address)) {
+			cli_err("bad %s: longer than %d characters", list ? "domain" : "address",
+			        list ? DIR_DOMAIN_MAX : DIR_ADDRESS_MAX);
+			return EX_DATAERR;
+		}
+		snprintf(address, sizeof(address), "%s", arg);
+		if ((list ? dir_check_domain(address, &err) : dir_check_address(address, &err)) <
+		    0) {
+			cli_err("bad %s '%s': %s", list ? "domain" : "address", arg, err);
+			return EX_DATAERR;
+		}
+	}
+
+	status = cli_admin_open(o.conf, &cfg, &dir);
+	if (status != 0)
+		return status;
+	if (list)
+		status = user_list(dir, cfg, arg != NULL ? address : NULL, o.json);
+	else if (add)
+		status = user_add(dir, cfg, address, o.password_stdin);
+	else if (del)
+		status = user_del(dir, cfg, address, o.purge);
+	else
+		status = user_passwd(dir, address, o.password_stdin);
+	dir_close(&dir);
+	config_free(&cfg);
+	return status;
+}
