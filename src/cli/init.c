@@ -350,6 +350,12 @@ static int pick_run_as(const char *wanted, char **user_r, uid_t *uid_r, gid_t *g
 			}
 			wanted = pw->pw_name;
 		}
+		/* Another account may be named for a later start as root;
+		 * only never root itself. */
+		if (priv_lookup(wanted, uid_r, gid_r, &err) == 0 && *uid_r == 0) {
+			cli_err("run_as %s is uid 0; the server must not run as root", wanted);
+			return EX_USAGE;
+		}
 		*user_r = xstrdup(wanted);
 		*uid_r = geteuid();
 		*gid_r = getegid();
