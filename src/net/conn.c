@@ -35,6 +35,9 @@ struct conn {
 	bool in_process; /* guards against re-entering conn_process */
 	bool loopback;
 	enum conn_close_reason reason;
+	void (*on_free)(void *arg, struct conn *c);
+	void *on_free_arg;
+	uint8_t peer_key[16];
 	char peer[48];
 };
 
@@ -51,6 +54,8 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	bufferevent_free(c->bev);
 	/* The protocol may still ask conn_peer() in its last event. */
 	c->h->closed(c->ctx, c->reason);
+	if (c->on_free != NULL)
+		c->on_free(c->on_free_arg, c);
 	free(c);
 }
 
@@ -143,6 +148,7 @@ struct conn *conn_new(struct event_base *base, int fd, const struct sockaddr *pe
 		abort();
 	net_peer_string(peer, peerlen, c->peer, sizeof(c->peer));
 	c->loopback = net_is_loopback(peer);
+	net_peer_key(peer, c->peer_key);
 	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_MAX_READAHEAD);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
@@ -317,6 +323,17 @@ void conn_abort(struct conn *c)
 bool conn_closing(const struct conn *c)
 {
 	return c->closing;
+}
+
+void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), void *arg)
+{
+	c->on_free = fn;
+	c->on_free_arg = arg;
+}
+
+const uint8_t *conn_peer_key(const struct conn *c)
+{
+	return c->peer_key;
 }
 
 const char *conn_peer(const struct conn *c)

@@ -93,7 +93,12 @@ void conn_close(struct conn *c);
 void conn_abort(struct conn *c);
 bool conn_closing(const struct conn *c);
 
+/* Called after `closed`, when the connection is gone for good. */
+void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), void *arg);
+
 const char *conn_peer(const struct conn *c);
+/* The peer's address as 16 bytes (IPv4 v4-mapped; zeros for unix sockets). */
+const uint8_t *conn_peer_key(const struct conn *c);
 bool conn_peer_loopback(const struct conn *c);
 
 #endif

@@ -134,6 +134,17 @@ void net_peer_string(const struct sockaddr *sa, socklen_t len, char *out, size_t
 	}
 }
 
+void net_peer_key(const struct sockaddr *sa, uint8_t key[16])
+{
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	}
+}
+
 bool net_is_loopback(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /* Resolve a listen spec to a socket address (numeric only: no DNS). */
@@ -19,5 +20,7 @@ int listen_bind(const char *spec, char *err, size_t errlen);
  * v4-mapped loopback, or a unix socket). */
 void net_peer_string(const struct sockaddr *sa, socklen_t len, char *out, size_t size);
 bool net_is_loopback(const struct sockaddr *sa);
+/* The address as 16 bytes: IPv6 as is, IPv4 v4-mapped, others all zero. */
+void net_peer_key(const struct sockaddr *sa, uint8_t key[16]);
 
 #endif

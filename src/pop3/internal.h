@@ -21,7 +21,7 @@ struct pop3_session;
 #define POP3_SID_LEN 12
 /* Commands that fail (unknown, wrong state, bad arguments) before the
  * connection is closed. */
-#define POP3_MAX_BAD_COMMANDS 10
+#define POP3_MAX_BAD_COMMANDS 20
 
 enum pop3_state {
 	POP3_AUTHORIZATION = 1 << 0,

@@ -129,7 +129,7 @@ static void login_shutdown(struct env_client *node)
 		login_say_shutdown(l);
 }
 
-void pop3_accept(struct worker_env *env, int fd, const struct sockaddr *sa, socklen_t salen)
+void pop3_accept(struct worker_env *env, struct conn *conn)
 {
 	struct pop3_login *l = xcalloc(1, sizeof(*l));
 
@@ -137,7 +137,7 @@ void pop3_accept(struct worker_env *env, int fd, const struct sockaddr *sa, sock
 	l->connected_ms = now_ms();
 	random_token(l->sid, POP3_SID_LEN);
 	l->node.shutdown = login_shutdown;
-	l->conn = conn_new(env->base, fd, sa, salen);
+	l->conn = conn;
 	conn_set_handler(l->conn, &login_handler, l, POP3_MAX_LINE);
 	/* An absolute deadline: trickling bytes does not extend it. */
 	conn_set_deadline(l->conn, env->cfg->login_timeout);
@@ -234,10 +234,12 @@ static void login_succeeded(struct pop3_login *l, const char *address)
 	h.connected_ms = l->connected_ms;
 	log_info("sid=%s event=login user=%s rip=%s", l->sid, address, conn_peer(l->conn));
 	conn_set_deadline(l->conn, 0);
-	/* From here the connection belongs to the mail side. */
+	/* From here the connection belongs to the mail side. The session
+	 * registers before the login unregisters, so a draining worker never
+	 * sees zero clients in between. */
 	l->conn = NULL;
-	login_free(l);
 	pop3_session_start(&h);
+	login_free(l);
 }
 
 static void login_auth_done(void *arg)

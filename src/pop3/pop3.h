@@ -2,11 +2,10 @@
 #ifndef PILLAR_POP3_POP3_H
 #define PILLAR_POP3_POP3_H
 
-#include <sys/socket.h>
-
+struct conn;
 struct worker_env;
 
 /* Take an accepted connection: greet it and run its session. */
-void pop3_accept(struct worker_env *env, int fd, const struct sockaddr *sa, socklen_t salen);
+void pop3_accept(struct worker_env *env, struct conn *conn);
 
 #endif

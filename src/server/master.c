@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "server/iplimit.h"
 #include "server/listeners.h"
 
 /* Worker slots, current and draining generations together. */
@@ -49,7 +50,13 @@ struct master {
 	bool stopping;
 	uint64_t stop_deadline_ms;
 	char *pidfile;
+	struct iplimit *ipl;
 };
+
+static unsigned slot_number(const struct master *m, const struct worker_slot *slot)
+{
+	return (unsigned)(slot - m->slots);
+}
 
 static void spawn_worker(struct master *m, struct worker_slot *slot)
 {
@@ -63,7 +70,7 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		close(m->sigfd);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
-		int status = worker_main(m->cfg, &m->listeners, slot->index);
+		int status = worker_main(m->cfg, &m->listeners, m->ipl, slot_number(m, slot));
 		exit(status);
 	}
 	slot->pid = pid;
@@ -132,6 +139,7 @@ static void reap(struct master *m)
 		if (s == NULL)
 			continue;
 		s->pid = 0;
+		iplimit_forget_worker(m->ipl, slot_number(m, s));
 		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 		if (m->stopping || s->generation != m->generation) {
 			if (!clean)
@@ -314,6 +322,9 @@ int server_run(struct config *cfg, bool foreground)
 	}
 	if (!foreground)
 		daemonize();
+	m.ipl = iplimit_create();
+	if (m.ipl == NULL)
+		fatal("cannot map the per-address connection table: %s", strerror(errno));
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -343,6 +354,7 @@ int server_run(struct config *cfg, bool foreground)
 		x_free(&m.pidfile);
 	}
 	close(m.sigfd);
+	iplimit_destroy(&m.ipl);
 	log_info("stopped");
 	config_free(&m.cfg);
 	return status;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -18,7 +19,10 @@
 #include "core/pool.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "net/conn.h"
+#include "net/listen.h"
 #include "pop3/pop3.h"
+#include "server/iplimit.h"
 #include "server/listeners.h"
 
 /* After a stop, sessions get this long to say goodbye before the loop ends
@@ -37,26 +41,60 @@ struct worker_listener {
 
 struct worker {
 	struct worker_env env;
+	struct iplimit *ipl;
+	unsigned slot;
 	struct worker_listener *listeners;
 	size_t nlisteners;
 	struct event *sig_term, *sig_int, *sig_usr1, *stop_timer;
 };
+
+static void conn_released(void *arg, struct conn *c)
+{
+	struct worker *w = arg;
+	iplimit_release(w->ipl, conn_peer_key(c), w->slot);
+}
+
+/* Over max_connections_per_ip: one line in the protocol's words, then close.
+ * The socket is new and empty, so a short non-blocking send cannot block. */
+static void refuse(struct worker_listener *wl, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	const char *msg = wl->proto == PROTO_POP3 || wl->proto == PROTO_POP3S
+	                      ? "-ERR [SYS/TEMP] too many connections from your address\r\n"
+	                      : "421 4.7.0 too many connections from your address\r\n";
+	char rip[48];
+	net_peer_string(sa, salen, rip, sizeof(rip));
+	log_info("event=refused reason=max-connections-per-ip proto=%s rip=%s",
+	         listener_proto_name(wl->proto), rip);
+	(void)send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+}
 
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
 	(void)evl;
 	struct worker_listener *wl = arg;
+	struct worker *w = wl->w;
+	int counted = 1;
 
-	switch (wl->proto) {
-	case PROTO_POP3:
-		pop3_accept(&wl->w->env, fd, sa, (socklen_t)salen);
-		break;
-	default:
+	if (sa->sa_family != AF_UNIX) {
+		uint8_t key[16];
+		net_peer_key(sa, key);
+		counted = iplimit_acquire(w->ipl, key, w->slot, w->env.cfg->max_connections_per_ip);
+		if (counted < 0) {
+			refuse(wl, fd, sa, (socklen_t)salen);
+			return;
+		}
+	}
+	if (wl->proto != PROTO_POP3) {
 		/* Other protocols are not served by this build yet. */
 		close(fd);
-		break;
+		return;
 	}
+	struct conn *c = conn_new(w->env.base, fd, sa, (socklen_t)salen);
+	if (counted == 0)
+		conn_set_on_free(c, conn_released, w);
+	pop3_accept(&w->env, c);
 }
 
 static void backoff_cb(evutil_socket_t fd, short what, void *arg)
@@ -125,7 +163,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	begin_stop(arg, sig == SIGUSR1);
 }
 
-int worker_main(const struct config *cfg, const struct listener_set *set, unsigned index)
+int worker_main(const struct config *cfg, const struct listener_set *set, struct iplimit *ipl,
+                unsigned index)
 {
 	struct worker w;
 	const char *error;
@@ -142,6 +181,8 @@ int worker_main(const struct config *cfg, const struct listener_set *set, unsign
 	env_init(&w.env);
 	w.env.cfg = cfg;
 	w.env.index = index;
+	w.ipl = ipl;
+	w.slot = index;
 	w.env.base = event_base_new();
 	if (w.env.base == NULL)
 		fatal("worker %u: event_base_new failed", index);
