@@ -68,4 +68,45 @@ int dir_user_list(struct dir *dir, const char *domain,
 		  void (*fn)(void *ctx, const struct dir_user *user), void *ctx,
 		  const char **error_r);
 
+
+/* ---- mail delivery: recipients and aliases ---- */
+
+/* Mailboxes one address may expand to (an alias with more is refused). */
+#define DIR_MAX_TARGETS 32
+/* Aliases may point to aliases this deep; deeper is treated as a loop. */
+#define DIR_MAX_ALIAS_DEPTH 8
+
+enum dir_rcpt_result {
+	DIR_RCPT_OK,        /* rcpt->n mailboxes, n >= 1 */
+	DIR_RCPT_NO_USER,   /* a local domain, but no such mailbox or alias */
+	DIR_RCPT_NOT_LOCAL, /* not one of our domains: relaying is refused */
+};
+
+struct dir_rcpt {
+	size_t n;
+	struct dir_user users[DIR_MAX_TARGETS]; /* distinct mailboxes */
+};
+
+/* Resolve an envelope recipient (lower-case "local@domain") to mailboxes:
+ * a mailbox is itself; an alias expands (recursively, duplicates removed)
+ * to its targets; "postmaster@<local domain>" (RFC 5321 §4.5.1) without an
+ * alias goes to the domain's first-created mailbox. Returns 0 with *result_r
+ * (and rcpt filled on DIR_RCPT_OK), or -1 with *error_r. */
+int dir_rcpt_resolve(struct dir *dir, const char *address, enum dir_rcpt_result *result_r,
+		     struct dir_rcpt *rcpt, const char **error_r);
+
+/* An alias address in a local domain to a target (a mailbox or another
+ * alias, possibly in another local domain). Adding a target that would make
+ * the alias reach itself is refused; so is an address that is a mailbox. */
+int dir_alias_add(struct dir *dir, const char *address, const char *target,
+		  const char **error_r);
+/* Remove one target, or every target when target is NULL. */
+int dir_alias_del(struct dir *dir, const char *address, const char *target,
+		  const char **error_r);
+/* Calls fn for each (alias, target) pair, of `domain` or all when NULL, in
+ * address order. */
+int dir_alias_list(struct dir *dir, const char *domain,
+		   void (*fn)(void *ctx, const char *address, const char *target), void *ctx,
+		   const char **error_r);
+
 #endif
