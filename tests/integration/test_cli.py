@@ -92,7 +92,7 @@ def test_init_refuses_existing_instance(workdir):
     before = conf.read_bytes()
     db_before = (d / "directory.db").read_bytes()
     r = run("init", d)
-    assert_error(r, "pillar.conf")
+    assert_error(r, str(d))
     assert conf.read_bytes() == before
     assert (d / "directory.db").read_bytes() == db_before
 
@@ -224,12 +224,13 @@ def test_domain_add_list_del(workdir):
     assert_error(run("domain", "del", *c, "one.example"), "one.example")
 
 
-@pytest.mark.parametrize("bad", ["", "no spaces.example", "-bad.example", "a..b", "x/y.example",
+@pytest.mark.parametrize("bad", ["", "no spaces.example", "a.-bad.example", "a..b", "x/y.example",
                                  "a" * 300 + ".example"])
 def test_domain_add_rejects_bad_names(workdir, bad):
     conf = inst(workdir)
     assert_error(run("domain", "add", "-c", conf, bad))
-    assert run("domain", "list", "-c", conf).stdout_text.strip() == ""
+    out = run("domain", "list", "-c", conf).stdout_text
+    assert "." not in out, f"a domain was added: {out}"
 
 
 def test_domain_del_refused_while_it_has_mailboxes(workdir):
@@ -266,7 +267,8 @@ def test_user_add_rejects_bad_addresses(workdir, address):
     conf = inst(workdir)
     run("domain", "add", "-c", conf, "example.test")
     assert_error(run("user", "add", "-c", conf, address, "--password-stdin", input="pw-123456\n"))
-    assert run("user", "list", "-c", conf).stdout_text.strip() == ""
+    out = run("user", "list", "-c", conf).stdout_text
+    assert "@" not in out, f"a mailbox was added: {out}"
     # Nothing was created in the mail store either.
     mail = conf.parent / "mail"
     assert not any(p.name.startswith(".") or p.name == "x" for p in mail.rglob("*"))

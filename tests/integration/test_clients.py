@@ -98,6 +98,7 @@ def fetchmail(p, work: Path):
         poll 127.0.0.1 service {p.port} protocol pop3 uidl auth password
           user "{USER}" there with password "{PASSWORD}" is "root" here
           keep
+          sslproto ''
           mda "/usr/bin/python3 {script} {out}"
         """))
     os.chmod(rc, 0o600)
