@@ -7,10 +7,7 @@
 
 #include "auth/password.h"
 #include "core/config.h"
-
-/* One directory connection per pool thread, opened on first use and
- * reopened after an error (the database may have been replaced). */
-static __thread struct dir *tl_dir;
+#include "directory/thread.h"
 
 void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
                        const char *password)
@@ -31,24 +28,18 @@ void auth_request_clear(struct auth_request *req)
 	OPENSSL_cleanse(req->password, sizeof(req->password));
 }
 
-static struct dir *thread_dir(const struct config *cfg, const char **error_r)
-{
-	if (tl_dir == NULL && dir_open(cfg, false, &tl_dir, error_r) < 0)
-		tl_dir = NULL;
-	return tl_dir;
-}
-
 void auth_verify_work(void *arg)
 {
 	struct auth_request *req = arg;
 	char address[DIR_ADDRESS_MAX + 1];
 	struct dir_user user;
+	struct dir *dir = NULL;
 	const char *error;
 	int found = 0;
 
 	memcpy(address, req->user, sizeof(address));
 	if (address[0] != '\0' && dir_check_address(address, &error) == 0) {
-		struct dir *dir = thread_dir(req->cfg, &error);
+		dir = dir_thread(req->cfg, &error);
 		if (dir == NULL) {
 			req->result = AUTH_TEMPFAIL;
 			req->error = error;
@@ -56,7 +47,7 @@ void auth_verify_work(void *arg)
 		}
 		found = dir_user_lookup(dir, address, &user, &error);
 		if (found < 0) {
-			dir_close(&tl_dir);
+			dir_thread_drop();
 			req->result = AUTH_TEMPFAIL;
 			req->error = error;
 			return;
@@ -77,5 +68,5 @@ void auth_verify_work(void *arg)
 	}
 	req->result = AUTH_OK;
 	/* A failure to record the time must not refuse a correct login. */
-	(void)dir_user_touch_login(tl_dir, user.address, (int64_t)time(NULL), &error);
+	(void)dir_user_touch_login(dir, user.address, (int64_t)time(NULL), &error);
 }

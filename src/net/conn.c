@@ -33,6 +33,7 @@ struct conn {
 	bool closing;    /* no more events but `closed` */
 	bool freeing;    /* free is scheduled */
 	bool in_process; /* guards against re-entering conn_process */
+	bool raw;        /* deliver bytes, not lines */
 	bool loopback;
 	enum conn_close_reason reason;
 	void (*on_free)(void *arg, struct conn *c);
@@ -184,6 +185,12 @@ void conn_set_deadline(struct conn *c, uint64_t ms)
 	evtimer_add(c->deadline, &tv);
 }
 
+void conn_set_raw(struct conn *c, bool raw)
+{
+	c->raw = raw;
+	c->discarding = false;
+}
+
 void conn_start(struct conn *c)
 {
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -223,6 +230,16 @@ static void conn_process(struct conn *c)
 		size_t avail = evbuffer_get_length(in);
 		if (avail == 0)
 			break;
+		if (c->raw) {
+			struct evbuffer_iovec v;
+			if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+				break;
+			size_t used = c->h->data(c->ctx, v.iov_base, v.iov_len);
+			evbuffer_drain(in, used);
+			if (used == 0 && c->raw)
+				break; /* the handler is not ready for more */
+			continue;
+		}
 		struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
 		if (c->discarding) {
 			size_t n = lf.pos < 0 ? avail : (size_t)lf.pos + 1;
@@ -264,7 +281,8 @@ static void conn_process(struct conn *c)
 	c->in_process = false;
 	/* A client that half-closed is done once every whole line it sent has
 	 * been answered; a partial last line is dropped. */
-	if (c->eof && !c->closing && !c->paused && evbuffer_search(in, "\n", 1, NULL).pos < 0) {
+	if (c->eof && !c->closing && !c->paused &&
+	    (c->raw || evbuffer_search(in, "\n", 1, NULL).pos < 0)) {
 		c->reason = CONN_CLOSE_EOF;
 		conn_close(c);
 	}

@@ -48,6 +48,11 @@ struct conn_handler {
 	/* One complete line without its LF or CRLF (NUL-terminated; may
 	 * contain NULs of its own, len is exact). */
 	void (*line)(void *ctx, char *line, size_t len);
+	/* Raw mode only (conn_set_raw): bytes as they arrive, with no line
+	 * splitting. Returns how many it used; the rest stays buffered. A
+	 * handler that has what it needs calls conn_set_raw(c, false) and
+	 * returns the count up to that point: the rest is read as lines. */
+	size_t (*data)(void *ctx, const char *buf, size_t len);
 	/* A line exceeded max_line; its rest is being discarded. */
 	void (*line_too_long)(void *ctx);
 	/* Output fell below the low-water mark (resume a long reply). */
@@ -70,6 +75,9 @@ void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, s
 void conn_set_idle_timeout(struct conn *c, uint64_t ms);
 /* Absolute deadline in ms from now (0 = cancel): never extended by input. */
 void conn_set_deadline(struct conn *c, uint64_t ms);
+
+/* Switch between line mode (the default) and raw mode (SMTP DATA/BDAT). */
+void conn_set_raw(struct conn *c, bool raw);
 
 /* Start reading (after the greeting is queued). */
 void conn_start(struct conn *c);

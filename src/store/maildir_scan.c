@@ -379,7 +379,8 @@ int maildir_open(const char *path, struct maildir **md_r, const char **error_r)
 			md->msgs[n++] = md->msgs[i];
 	}
 	md->count = n;
-	qsort_r(md->msgs, md->count, sizeof(*md->msgs), cmp_by_name, md->arena);
+	if (md->count > 1) /* an empty mailbox has no array at all */
+		qsort_r(md->msgs, md->count, sizeof(*md->msgs), cmp_by_name, md->arena);
 	if (mark_duplicates(md) < 0) {
 		sc.error = "out of memory";
 		goto fail;
