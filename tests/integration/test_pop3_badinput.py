@@ -2,6 +2,7 @@
 unbounded input, a disconnect), never a crash or a hang, changes nothing in
 the mailbox, and afterwards a fresh client is still served."""
 
+import os
 import socket
 import time
 
@@ -301,3 +302,38 @@ def test_many_concurrent_connections(mailbox):
         for c in conns:
             c.close()
     fresh_client_is_served(p, msgs)
+
+
+def test_symlinks_and_other_non_messages_are_not_served(mailbox):
+    p, msgs = mailbox
+    md = p.maildir(USER)
+    os.symlink("/etc/passwd", md / "new" / "1700000009.M9P9.evil")
+    os.symlink("/etc/passwd", md / "cur" / "1700000010.M9P9.evil:2,")
+    os.mkdir(md / "new" / "1700000011.M9P9.dir")
+    (md / "new" / ".1700000012.hidden").write_bytes(b"Subject: hidden\n\nx\n")
+    fifo = md / "new" / "1700000013.M9P9.fifo"
+    os.mkfifo(fifo)
+    with p.session(USER, PASSWORD) as c:
+        assert [u for _, u in c.uidls()] == [u for u, _ in msgs]
+        for i in range(1, 4):
+            c.ok(f"RETR {i}")
+            assert b"root:" not in b"".join(c.multiline())
+        c.err("RETR 4")
+        c.ok("QUIT")
+    assert (md / "new" / "1700000009.M9P9.evil").is_symlink()
+    fresh_client_is_served(p, msgs)
+
+
+def test_message_removed_behind_the_servers_back(mailbox):
+    p, msgs = mailbox
+    with p.session(USER, PASSWORD) as c:
+        gone = [f for f in p.files(USER) if msgs[1][0] in f][0]
+        os.unlink(p.maildir(USER) / gone)
+        reply = c.cmd("RETR 2")
+        assert reply.startswith(b"-ERR"), reply
+        c.ok("RETR 1")
+        c.multiline()
+        c.ok("DELE 2")  # already gone: deleting it is no error at QUIT
+        reply = c.cmd("QUIT")
+        assert reply.startswith(b"+OK"), reply
+    fresh_client_is_served(p, [msgs[0], msgs[2]])

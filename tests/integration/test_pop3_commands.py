@@ -305,3 +305,41 @@ def test_greeting_does_not_offer_apop(alice):
     with alice.conn() as c:
         assert not re.search(rb"<[^>]+@[^>]+>", c.greeting), c.greeting
         c.ok("QUIT")
+
+
+def test_long_unique_names_get_a_stable_short_uidl(alice):
+    long1 = "1700000001." + "a" * 100
+    long2 = "1700000002." + "a" * 100
+    alice.deliver(USER, simple_message(1), unique=long1)
+    alice.deliver(USER, simple_message(2), unique=long2)
+
+    def uidls():
+        c = alice.wait_unlocked(USER, PASSWORD)
+        out = [u for _, u in c.uidls()]  # the helper checks 1-70 printable chars
+        c.ok("QUIT")
+        c.close()
+        return out
+
+    first = uidls()
+    assert len(first) == 2 and first[0] != first[1]
+    assert uidls() == first
+    alice.restart()
+    assert uidls() == first
+
+
+def test_many_messages(alice):
+    n = 3000
+    datas = [simple_message(i) for i in range(n)]
+    uids = [alice.deliver(USER, d, sizes=bool(i % 3)) for i, d in enumerate(datas)]
+    with alice.session(USER, PASSWORD) as c:
+        assert c.stat() == (n, sum(vsize(d) for d in datas))
+        assert c.list() == [(i, vsize(d)) for i, d in enumerate(datas, 1)]
+        assert [u for _, u in c.uidls()] == uids
+        c.ok(f"RETR {n}")
+        assert c.multiline() == message_lines(datas[-1])
+        for i in range(1, n + 1, 2):
+            c.send(f"DELE {i}\r\n")
+        for i in range(1, n + 1, 2):
+            assert c.line().startswith(b"+OK"), i
+        c.ok("QUIT")
+    assert alice.uniques_on_disk(USER) == sorted(uids[1::2])

@@ -597,3 +597,61 @@ def test_logs_failed_logins_with_session_ids_and_no_secrets(mailbox):
     # Each session's lines carry that session's id, and sessions differ.
     sids = {re.search(r"\bsid=(\S+)", l).group(1) for l in lines_matching(r"auth failed")}
     assert len(sids) >= 2, sids
+
+
+def test_sighup_keeps_connections_that_have_not_logged_in_yet(mailbox):
+    # A client that connected before the reload logs in after it: the old
+    # worker, draining, must still hand the login over and serve it.
+    p, msgs = mailbox
+    waiting = [p.conn() for _ in range(4)]  # spread over the workers
+    old = set(p.workers())
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in p.log() and set(p.workers()) - old, 10,
+             "the reload to start new workers")
+    for i, c in enumerate(waiting):
+        c.login(USER, PASSWORD)
+        assert c.stat()[0] == (3 if i == 0 else 2)
+        if i == 0:
+            c.ok("DELE 1")
+        c.ok("QUIT")
+        c.close()
+    assert p.uniques_on_disk(USER) == sorted(u for u, _ in msgs[1:])
+    # The old workers go away once their sessions are done.
+    wait_for(lambda: not (set(p.workers()) & old), 10, "the old workers to exit")
+    assert p.proc.poll() is None
+
+
+def test_sigterm_during_a_big_retr(alice):
+    data = b"Subject: big\n\n" + b"0123456789 abcdefghij\n" * 300_000
+    uid = alice.deliver(USER, data)
+    c = alice.session(USER, PASSWORD)
+    c.send("RETR 1\r\nDELE 1\r\n")
+    assert c.line().startswith(b"+OK")
+    c.sock.recv(4096)  # started, far from finished
+    alice.signal(signal.SIGTERM)
+    # The client keeps reading: whatever it gets, the connection ends soon
+    # and the server exits without applying the DELE.
+    c.read_to_eof(timeout=20)
+    c.close()
+    rc = alice.stop()
+    assert rc == 0
+    assert alice.uniques_on_disk(USER) == [uid]
+
+
+def test_every_session_log_line_has_a_session_id(mailbox):
+    p, _ = mailbox
+    with p.session(USER, PASSWORD) as c:
+        c.ok("RETR 1")
+        c.multiline()
+        c.ok("DELE 1")
+        c.ok("QUIT")
+    with p.conn() as c:
+        c.ok("USER " + USER)
+        c.err("PASS nope")
+    wait_for(lambda: "auth failed" in p.log(), 5, "the auth failure to be logged")
+    session_lines = [l for l in p.log().splitlines() if re.search(r"\b(user|rip)=", l)]
+    assert session_lines
+    for l in session_lines:
+        assert re.search(r"\bsid=\S+", l), f"log line without a session id: {l}"
+    login = [l for l in session_lines if re.search(rf"\buser={re.escape(USER)}\b", l)]
+    assert len({re.search(r"\bsid=(\S+)", l).group(1) for l in login}) == 2, login
