@@ -9,6 +9,10 @@
 
 #include <stddef.h>
 
+/* Room for a unique name (with NUL); host names longer than fit are cut.
+ * With ",S=,W=" the file name stays well under NAME_MAX. */
+#define MAILDIR_UNIQUE_MAX 200
+
 /* A new unique name: "<sec>.M<usec>P<pid>Q<counter>R<random>.<hostname>" with
  * '/' and ':' in the host name escaped as \057 and \072 (Maildir convention).
  * Writes at most size bytes including NUL. */
@@ -18,6 +22,6 @@ void maildir_unique(char *out, size_t size, const char *hostname);
  * *error_r; *temporary_r tells whether the failure is temporary (disk full,
  * I/O error) rather than permanent (no such mailbox). */
 int maildir_deliver(const char *path, const char *hostname, const void *data, size_t len,
-		    int *temporary_r, const char **error_r);
+                    int *temporary_r, const char **error_r);
 
 #endif

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct delivery;
 
@@ -32,7 +33,13 @@ enum delivery_status {
 /* Create the spool file (and <mail_root>/.spool if missing). Returns 0, or -1
  * with *error_r (a temporary failure). */
 int delivery_begin(const char *mail_root, const char *hostname, struct delivery **d_r,
-		   const char **error_r);
+                   const char **error_r);
+
+/* The same with the spool file made directly in spool_dir, which must
+ * exist (maildir_deliver spools in the mailbox's own tmp/). On failure
+ * errno tells why: ENOENT/ENOTDIR when spool_dir is missing. */
+int delivery_begin_in(const char *spool_dir, const char *hostname, struct delivery **d_r,
+                      const char **error_r);
 
 /* Append data to the message. Errors are sticky: after one, later writes do
  * nothing and delivery_commit fails every recipient with DELIVERY_TEMPFAIL.
@@ -48,10 +55,18 @@ uint64_t delivery_vsize(const struct delivery *d);
  * maildir_path). Fills status[i] and, for failures, errors[i] (static
  * strings). Returns how many were delivered. Blocks: call from the pool. */
 size_t delivery_commit(struct delivery *d, const char *const *maildirs, size_t n,
-		       enum delivery_status *status, const char **errors);
+                       enum delivery_status *status, const char **errors);
 
 /* Remove the spool file and free everything. Always call, after a commit or
  * to abandon a message. */
 void delivery_free(struct delivery **d);
+
+/* Remove what crashed deliveries left behind: files in <mail_root>/.spool
+ * and in every <mail_root>/<domain>/<local>/tmp not modified for older_than
+ * seconds (the Maildir convention is 36 hours; a delivery in progress
+ * writes its file within minutes). Returns how many files were removed, or
+ * -1 when the mail root or the spool directory cannot be read. Blocks:
+ * run it from a timer on the thread pool or from the master. */
+int delivery_clean_spool(const char *mail_root, time_t older_than);
 
 #endif
