@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import DEFAULT_SETTINGS, PASSWORD, USER, Pillar, simple_message
+from harness import BOB, BOB_PASSWORD, DEFAULT_SETTINGS, PASSWORD, USER, Pillar, simple_message
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -30,19 +30,20 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def make_pillar(request):
-    """Factory: make_pillar(domain=True, start=True, **settings) -> Pillar."""
+    """Factory: make_pillar(domain=True, start=True, smtp=False, lmtp=False,
+    **settings) -> Pillar (see Pillar for smtp and lmtp)."""
     instances = []
     bases = []
     request.node._pillar_instances = instances
 
-    def factory(domain=True, start=True, init_args=(), **settings):
+    def factory(domain=True, start=True, init_args=(), smtp=False, lmtp=False, **settings):
         base = Path(tempfile.mkdtemp(prefix="pillar-it-"))
         # The server drops privileges: the instance must be reachable by it.
         os.chmod(base, 0o755)
         bases.append(base)
         merged = dict(DEFAULT_SETTINGS)
         merged.update({k: str(v) for k, v in settings.items()})
-        inst = Pillar(base, merged, init_args=init_args)
+        inst = Pillar(base, merged, init_args=init_args, smtp=smtp, lmtp=lmtp)
         instances.append(inst)
         if domain:
             inst.add_domain()
@@ -86,3 +87,11 @@ def mailbox(alice):
     return alice, msgs
 
 
+@pytest.fixture
+def mta(make_pillar):
+    """A running instance that takes mail over SMTP and LMTP (TCP and a unix
+    socket), with mailboxes alice@ and bob@example.test."""
+    p = make_pillar(smtp=True, lmtp="both")
+    p.add_user(USER, PASSWORD)
+    p.add_user(BOB, BOB_PASSWORD)
+    return p

@@ -253,6 +253,145 @@ class Conn:
 
 
 # --------------------------------------------------------------------------
+# A raw SMTP / LMTP connection.
+
+# RFC 3463 enhanced status code at the start of a reply's text (RFC 2034 §4).
+ENHANCED_RE = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+
+class Reply:
+    """One SMTP reply: the code and the text of each line (without "NNN-")."""
+
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines
+
+    @property
+    def text(self) -> bytes:
+        return b"\n".join(self.lines)
+
+    @property
+    def enhanced(self):
+        """The enhanced status code of the first line ("2.1.0"), or None."""
+        m = ENHANCED_RE.match(self.lines[0]) if self.lines else None
+        return m.group(0).strip().decode() if m else None
+
+    def __repr__(self):
+        return f"Reply({self.code}, {self.lines!r})"
+
+
+class SmtpConn(Conn):
+    """A plain SMTP or LMTP connection with strict reply parsing: every line
+    must end in CRLF and look like "NNN-text" or "NNN text", and all the lines
+    of one reply must carry the same code.
+
+    target: a TCP port on 127.0.0.1, or the path of a unix socket."""
+
+    def __init__(self, target, timeout=IO_TIMEOUT, greet=True):
+        if isinstance(target, int):
+            self.sock = socket.create_connection(("127.0.0.1", target), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(str(target))
+            except OSError:
+                self.sock.close()
+                raise
+        self.timeout = timeout
+        self.buf = bytearray()
+        self.eof = False
+        self.greeting = None
+        if greet:
+            self.greeting = self.reply()
+            assert self.greeting.code == 220, self.greeting
+
+    def reply(self, timeout=None) -> Reply:
+        code, lines = None, []
+        while True:
+            line = self.line(timeout)
+            m = re.fullmatch(rb"(\d{3})([ -])(.*)", line, re.S)
+            assert m, f"malformed reply line {line!r}"
+            if code is None:
+                code = int(m.group(1))
+            assert int(m.group(1)) == code, f"reply code changed inside a reply: {lines!r} then {line!r}"
+            lines.append(m.group(3))
+            if m.group(2) == b" ":
+                return Reply(code, lines)
+
+    def replies(self, n, timeout=None):
+        return [self.reply(timeout) for _ in range(n)]
+
+    def cmd(self, line, timeout=None) -> Reply:
+        self.send(line + "\r\n" if isinstance(line, str) else line + b"\r\n")
+        return self.reply(timeout)
+
+    def expect(self, line, code, enhanced=None, timeout=None) -> Reply:
+        """Send a command; its reply must have this code (and enhanced code,
+        when given; a prefix like "5.1." is allowed)."""
+        r = self.cmd(line, timeout)
+        assert r.code == code, (line, r)
+        if enhanced is not None:
+            assert r.enhanced and r.enhanced.startswith(enhanced), (line, r)
+        return r
+
+    def ehlo(self, name="client.example.org", verb="EHLO") -> Reply:
+        return self.expect(f"{verb} {name}", 250)
+
+    def keywords(self, reply: Reply):
+        """The EHLO/LHLO keywords of a reply: {"SIZE": ["1024"], ...}."""
+        out = {}
+        for line in reply.lines[1:]:
+            words = line.decode().split()
+            if words:
+                out[words[0].upper()] = words[1:]
+        return out
+
+    def data(self, message: bytes, code=250, enhanced=None, timeout=None) -> Reply:
+        """DATA with the message dot-stuffed and terminated here; message is
+        sent as given (line ends included), so it must use CRLF."""
+        self.expect("DATA", 354)
+        self.send(dot_stuff(message) + b".\r\n")
+        r = self.reply(timeout)
+        assert r.code == code, r
+        if enhanced is not None:
+            assert r.enhanced and r.enhanced.startswith(enhanced), r
+        return r
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """What a client sends for a message in DATA, before the final ".CRLF"
+    (RFC 5321 §4.5.2); message must use CRLF line ends."""
+    if message and not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    out = re.sub(rb"(?m)^\.", b"..", message)
+    return out
+
+
+def lf(data: bytes) -> bytes:
+    """CRLF line ends to LF, as the server stores a message."""
+    return data.replace(b"\r\n", b"\n")
+
+
+def split_trace(stored: bytes):
+    """Split a stored message into (return_path, received, rest): the first
+    header must be Return-Path:, the second Received: (with any folded
+    continuation lines). Fails the test when they are not there."""
+    m = re.match(rb"Return-Path: ?([^\n]*)\n", stored)
+    assert m, f"stored message does not start with Return-Path: {stored[:200]!r}"
+    return_path = m.group(1)
+    pos = m.end()
+    m = re.match(rb"Received: ?[^\n]*\n(?:[ \t][^\n]*\n)*", stored[pos:])
+    assert m, f"no Received: header after Return-Path: {stored[:400]!r}"
+    received = stored[pos : pos + m.end()]
+    return return_path, received, stored[pos + m.end() :]
+
+
+NAME_RE = re.compile(r"^([\x21-\x7e]{1,70}?),S=(\d+),W=(\d+)(?::2,[A-Za-z]*)?$")
+
+
+# --------------------------------------------------------------------------
 # One Pillar instance.
 
 
@@ -322,7 +461,10 @@ def wait_for(predicate, timeout, what):
 
 
 class Pillar:
-    def __init__(self, base: Path, settings: dict, init_args=()):
+    def __init__(self, base: Path, settings: dict, init_args=(), smtp=False, lmtp=False):
+        """smtp: also listen for SMTP on a free loopback port (self.smtp_port).
+        lmtp: True for LMTP on a free loopback port (self.lmtp_port), "unix"
+        for LMTP on a unix socket (self.lmtp_path), "both" for the two."""
         self.base = base
         self.dir = base / "inst"
         self.conf = self.dir / "pillar.conf"
@@ -332,6 +474,9 @@ class Pillar:
         self.problems = []  # found at teardown
         self.seq = 0
         self.port = free_port()
+        self.smtp_port = free_port() if smtp else None
+        self.lmtp_port = free_port() if lmtp in (True, "both") else None
+        self.lmtp_path = str(base / "lmtp.sock") if lmtp in ("unix", "both") else None
         r = subprocess.run(
             [PILLAR_BIN, "init", str(self.dir), *init_args],
             capture_output=True,
@@ -341,6 +486,18 @@ class Pillar:
         settings = dict(settings)
         settings.setdefault("pop3_listen", f"127.0.0.1:{self.port}")
         self.configure(**settings)
+        if self.smtp_port:
+            set_key(self.conf, "smtp_listen", f"127.0.0.1:{self.smtp_port}")
+        lmtp_specs = []
+        if self.lmtp_port:
+            lmtp_specs.append(f"127.0.0.1:{self.lmtp_port}")
+        if self.lmtp_path:
+            lmtp_specs.append(f"unix:{self.lmtp_path}")
+        if lmtp_specs:
+            set_key(self.conf, "lmtp_listen", lmtp_specs[0])
+            for spec in lmtp_specs[1:]:
+                with open(self.conf, "a") as f:
+                    f.write(f"lmtp_listen = {spec}\n")
 
     # -- config -----------------------------------------------------------
 
@@ -373,6 +530,7 @@ class Pillar:
         r = subprocess.run(
             cmd,
             input=input.encode() if isinstance(input, str) else input,
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             timeout=60,
             env=env,
@@ -442,6 +600,57 @@ class Pillar:
                 out += [f"{sub}/{n}" for n in os.listdir(md / sub)]
         return sorted(out)
 
+    def stored(self, address, sub="new"):
+        """{file name: contents} of the messages in new/ (or cur/)."""
+        d = self.maildir(address) / sub
+        out = {}
+        if d.is_dir():
+            for n in os.listdir(d):
+                try:
+                    out[n] = (d / n).read_bytes()
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def stored_list(self, address):
+        """Contents of the messages in new/, oldest name first."""
+        return [v for _, v in sorted(self.stored(address).items())]
+
+    def check_names(self, address):
+        """Every file in new/ is named <unique>,S=<size>,W=<vsize> with sizes
+        that match its contents; returns {name: contents}."""
+        files = self.stored(address)
+        for name, data in files.items():
+            m = NAME_RE.match(name)
+            assert m, f"message file name without ,S= and ,W=: {name}"
+            assert int(m.group(2)) == len(data), (name, len(data))
+            assert int(m.group(3)) == vsize(data), (name, vsize(data))
+        return files
+
+    def wait_stored(self, address, n, timeout=20):
+        """Wait until new/ holds at least n messages; returns them."""
+        wait_for(lambda: len(self.stored(address)) >= n, timeout,
+                 f"{n} message(s) in the mailbox of {address}")
+        return self.stored_list(address)
+
+    def partial_files(self):
+        """Files in the delivery spool and in any mailbox's tmp/: what a
+        failed or abandoned delivery must not leave behind."""
+        out = []
+        root = self.mail_root
+        spool = root / ".spool"
+        if spool.is_dir():
+            out += [str(spool / n) for n in os.listdir(spool)]
+        if root.is_dir():
+            for dom in os.listdir(root):
+                if dom.startswith(".") or not (root / dom).is_dir():
+                    continue
+                for local in os.listdir(root / dom):
+                    tmp = root / dom / local / "tmp"
+                    if tmp.is_dir():
+                        out += [str(tmp / n) for n in os.listdir(tmp)]
+        return sorted(out)
+
     def uniques_on_disk(self, address):
         return sorted(re.split(r"[,:]", f.split("/", 1)[1])[0] for f in self.files(address))
 
@@ -467,11 +676,29 @@ class Pillar:
                 c = Conn(self.port, timeout=2)
                 c.send(b"QUIT\r\n")
                 c.close()
-                return self
+                break
             except (OSError, Closed, TimeoutError, AssertionError):
                 if time.monotonic() > deadline:
                     raise AssertionError("pillar serve did not accept POP3 connections in time")
                 time.sleep(0.05)
+        # Every other listener the test asked for must answer too.
+        for what, target in (("SMTP", self.smtp_port), ("LMTP", self.lmtp_port),
+                             ("LMTP (unix)", self.lmtp_path)):
+            if not target:
+                continue
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"pillar serve exited with {self.proc.returncode} at start")
+                try:
+                    c = SmtpConn(target, timeout=2)
+                    c.send(b"QUIT\r\n")
+                    c.close()
+                    break
+                except (OSError, Closed, TimeoutError, AssertionError):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"pillar serve did not greet {what} connections in time")
+                    time.sleep(0.05)
+        return self
 
     @property
     def pid(self):
@@ -563,6 +790,23 @@ class Pillar:
     def conn(self, **kw) -> Conn:
         return Conn(self.port, **kw)
 
+    def smtp(self, greet=True, **kw) -> "SmtpConn":
+        assert self.smtp_port, "this instance has no SMTP listener (make_pillar(smtp=True))"
+        return SmtpConn(self.smtp_port, greet=greet, **kw)
+
+    def lmtp(self, unix=False, greet=True, **kw) -> "SmtpConn":
+        target = self.lmtp_path if unix else self.lmtp_port
+        assert target, "this instance has no such LMTP listener (make_pillar(lmtp=...))"
+        return SmtpConn(target, greet=greet, **kw)
+
+    def smtplib(self, **kw):
+        """A connected smtplib.SMTP to the SMTP listener."""
+        import smtplib
+
+        assert self.smtp_port, "this instance has no SMTP listener (make_pillar(smtp=True))"
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.example.org",
+                            timeout=IO_TIMEOUT, **kw)
+
     def session(self, user, password) -> Conn:
         c = Conn(self.port)
         c.login(user, password)
@@ -608,6 +852,8 @@ class Pillar:
 
 USER = "alice@example.test"
 PASSWORD = "alice-Secret-1"
+BOB = "bob@example.test"
+BOB_PASSWORD = "bob-Secret-2"
 
 
 def simple_message(i, body=None):
