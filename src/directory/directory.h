@@ -46,28 +46,33 @@ int dir_check_domain(char *domain, const char **error_r);
 int dir_check_address(char *address, const char **error_r);
 
 int dir_domain_add(struct dir *dir, const char *domain, const char **error_r);
-/* Refuses (-1) while the domain has mailboxes. */
+/* Refuses (-1) while the domain has mailboxes; removes the domain's
+ * aliases with it. */
 int dir_domain_del(struct dir *dir, const char *domain, const char **error_r);
 int dir_domain_exists(struct dir *dir, const char *domain, const char **error_r);
 /* Calls fn for each domain in name order with its mailbox count. */
 int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, uint64_t mailboxes),
-		    void *ctx, const char **error_r);
+                    void *ctx, const char **error_r);
 
-/* The domain must exist; the address must not. */
+/* The domain must exist; the address must not (as a mailbox or alias). */
 int dir_user_add(struct dir *dir, const char *address, const char *password_hash,
-		 const char **error_r);
+                 const char **error_r);
+/* Also removes every alias row that has the mailbox as its target (in the
+ * same transaction); list them first (dir_alias_list) to report them. */
 int dir_user_del(struct dir *dir, const char *address, const char **error_r);
+/* Set both quota limits (0 = none); the new values apply to the next
+ * delivery. */
+int dir_user_set_quota(struct dir *dir, const char *address, uint64_t bytes, uint64_t messages,
+                       const char **error_r);
 int dir_user_set_password(struct dir *dir, const char *address, const char *password_hash,
-			  const char **error_r);
+                          const char **error_r);
 int dir_user_lookup(struct dir *dir, const char *address, struct dir_user *out,
-		    const char **error_r);
-int dir_user_touch_login(struct dir *dir, const char *address, int64_t when,
-			 const char **error_r);
+                    const char **error_r);
+int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, const char **error_r);
 /* Calls fn for each mailbox (of `domain`, or all when NULL) in address order. */
 int dir_user_list(struct dir *dir, const char *domain,
-		  void (*fn)(void *ctx, const struct dir_user *user), void *ctx,
-		  const char **error_r);
-
+                  void (*fn)(void *ctx, const struct dir_user *user), void *ctx,
+                  const char **error_r);
 
 /* ---- mail delivery: recipients and aliases ---- */
 
@@ -90,23 +95,27 @@ struct dir_rcpt {
 /* Resolve an envelope recipient (lower-case "local@domain") to mailboxes:
  * a mailbox is itself; an alias expands (recursively, duplicates removed)
  * to its targets; "postmaster@<local domain>" (RFC 5321 §4.5.1) without an
- * alias goes to the domain's first-created mailbox. Returns 0 with *result_r
+ * alias goes to the domain's first-created mailbox; a bare "postmaster"
+ * is postmaster@ of the first domain added. Targets that no longer lead
+ * anywhere (a deleted mailbox, a domain no longer local) are skipped; an
+ * alias with none left is DIR_RCPT_NO_USER. The users come without their
+ * password hashes (zeroed). Returns 0 with *result_r
  * (and rcpt filled on DIR_RCPT_OK), or -1 with *error_r. */
 int dir_rcpt_resolve(struct dir *dir, const char *address, enum dir_rcpt_result *result_r,
-		     struct dir_rcpt *rcpt, const char **error_r);
+                     struct dir_rcpt *rcpt, const char **error_r);
 
 /* An alias address in a local domain to a target (a mailbox or another
- * alias, possibly in another local domain). Adding a target that would make
- * the alias reach itself is refused; so is an address that is a mailbox. */
-int dir_alias_add(struct dir *dir, const char *address, const char *target,
-		  const char **error_r);
+ * alias, possibly in another local domain, or a local postmaster@). The
+ * address must be in a local domain and not a mailbox; a target that does
+ * not exist, that would make the alias reach itself, nest aliases deeper
+ * than DIR_MAX_ALIAS_DEPTH or expand past DIR_MAX_TARGETS is refused. */
+int dir_alias_add(struct dir *dir, const char *address, const char *target, const char **error_r);
 /* Remove one target, or every target when target is NULL. */
-int dir_alias_del(struct dir *dir, const char *address, const char *target,
-		  const char **error_r);
+int dir_alias_del(struct dir *dir, const char *address, const char *target, const char **error_r);
 /* Calls fn for each (alias, target) pair, of `domain` or all when NULL, in
  * address order. */
 int dir_alias_list(struct dir *dir, const char *domain,
-		   void (*fn)(void *ctx, const char *address, const char *target), void *ctx,
-		   const char **error_r);
+                   void (*fn)(void *ctx, const char *address, const char *target), void *ctx,
+                   const char **error_r);
 
 #endif

@@ -70,6 +70,17 @@ enum dir_stmt {
 	ST_USER_TOUCH,
 	ST_USER_LIST_ALL,
 	ST_USER_LIST_DOMAIN,
+	ST_USER_SET_QUOTA,
+	ST_USER_FIRST_IN_DOMAIN,
+	ST_DOMAIN_FIRST,
+	ST_ALIAS_TARGETS,
+	ST_ALIAS_ADD,
+	ST_ALIAS_DEL_ONE,
+	ST_ALIAS_DEL_ALL,
+	ST_ALIAS_DEL_TO,
+	ST_ALIAS_DEL_DOMAIN,
+	ST_ALIAS_LIST_ALL,
+	ST_ALIAS_LIST_DOMAIN,
 	ST_COUNT
 };
 
@@ -99,6 +110,25 @@ static const char *const stmt_sql[ST_COUNT] = {
                             " m.quota_messages, m.locked, m.created, m.last_login"
                             " FROM mailboxes m JOIN domains d ON m.domain_id = d.id"
                             " WHERE d.name = ?1 ORDER BY m.address",
+    [ST_USER_SET_QUOTA] = "UPDATE mailboxes SET quota_bytes = ?2, quota_messages = ?3"
+                          " WHERE address = ?1",
+    /* RFC 5321 §4.5.1 postmaster: the domain's first mailbox. Ids only
+     * grow, so the lowest is the oldest still there. */
+    [ST_USER_FIRST_IN_DOMAIN] = "SELECT " USER_COLUMNS " FROM mailboxes WHERE domain_id ="
+                                " (SELECT id FROM domains WHERE name = ?1)"
+                                " ORDER BY id LIMIT 1",
+    [ST_DOMAIN_FIRST] = "SELECT name FROM domains ORDER BY id LIMIT 1",
+    [ST_ALIAS_TARGETS] = "SELECT target FROM aliases WHERE address = ?1 ORDER BY id",
+    [ST_ALIAS_ADD] = "INSERT INTO aliases(address, target) VALUES (?1, ?2)",
+    [ST_ALIAS_DEL_ONE] = "DELETE FROM aliases WHERE address = ?1 AND target = ?2",
+    [ST_ALIAS_DEL_ALL] = "DELETE FROM aliases WHERE address = ?1",
+    [ST_ALIAS_DEL_TO] = "DELETE FROM aliases WHERE target = ?1",
+    [ST_ALIAS_DEL_DOMAIN] = "DELETE FROM aliases"
+                            " WHERE substr(address, instr(address, '@') + 1) = ?1",
+    [ST_ALIAS_LIST_ALL] = "SELECT address, target FROM aliases ORDER BY address, target",
+    [ST_ALIAS_LIST_DOMAIN] = "SELECT address, target FROM aliases"
+                             " WHERE substr(address, instr(address, '@') + 1) = ?1"
+                             " ORDER BY address, target",
 };
 
 struct dir {
@@ -139,6 +169,33 @@ static sqlite3_stmt *stmt_get(struct dir *dir, enum dir_stmt which)
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
 {
 	sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* Several statements that must happen together or not at all. IMMEDIATE
+ * takes the write lock at once, so a check made inside the transaction
+ * still holds when the change is written. */
+static int tx_begin(struct dir *dir, const char **error_r)
+{
+	if (sqlite3_exec(dir->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return db_fail(dir, error_r, "begin");
+	return 0;
+}
+
+static int tx_commit(struct dir *dir, const char **error_r)
+{
+	if (sqlite3_exec(dir->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		db_fail(dir, error_r, "commit");
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* Roll back and return -1; *error_r was set by whoever failed. */
+static int tx_abort(struct dir *dir)
+{
+	sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
 }
 
 /* Copy an address or domain lower-cased into buf (size DIR_ADDRESS_MAX+1 or
@@ -427,30 +484,51 @@ int dir_domain_del(struct dir *dir, const char *domain, const char **error_r)
 
 	if (normalize(domain, name, sizeof(name)) < 0)
 		return dir_fail(dir, error_r, "no such domain");
-	/* The count and the delete are separate statements; the foreign key
-	 * still refuses the delete if a mailbox is added in between. */
+	if (tx_begin(dir, error_r) < 0)
+		return -1;
 	st = stmt_get(dir, ST_DOMAIN_COUNT_USERS);
 	bind_text(st, 1, name);
 	rc = sqlite3_step(st);
 	users = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
 	sqlite3_reset(st);
-	if (rc != SQLITE_ROW)
-		return db_fail(dir, error_r, "counting mailboxes");
-	if (users > 0)
-		return dir_fail(dir, error_r, "domain %s still has %lld mailbox%s", name,
-		                (long long)users, users == 1 ? "" : "es");
+	if (rc != SQLITE_ROW) {
+		db_fail(dir, error_r, "counting mailboxes");
+		return tx_abort(dir);
+	}
+	if (users > 0) {
+		dir_fail(dir, error_r, "domain %s still has %lld mailbox%s", name, (long long)users,
+		         users == 1 ? "" : "es");
+		return tx_abort(dir);
+	}
+
+	/* Its aliases go with it: they could never deliver again, and a
+	 * domain added later under the same name must start empty. */
+	st = stmt_get(dir, ST_ALIAS_DEL_DOMAIN);
+	bind_text(st, 1, name);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		db_fail(dir, error_r, "deleting the domain's aliases");
+		return tx_abort(dir);
+	}
 
 	st = stmt_get(dir, ST_DOMAIN_DEL);
 	bind_text(st, 1, name);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
-		return dir_fail(dir, error_r, "domain %s still has mailboxes", name);
-	if (rc != SQLITE_DONE)
-		return db_fail(dir, error_r, "deleting a domain");
-	if (sqlite3_changes(dir->db) == 0)
-		return dir_fail(dir, error_r, "no such domain %s", name);
-	return 0;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+		dir_fail(dir, error_r, "domain %s still has mailboxes", name);
+		return tx_abort(dir);
+	}
+	if (rc != SQLITE_DONE) {
+		db_fail(dir, error_r, "deleting a domain");
+		return tx_abort(dir);
+	}
+	if (sqlite3_changes(dir->db) == 0) {
+		dir_fail(dir, error_r, "no such domain %s", name);
+		return tx_abort(dir);
+	}
+	return tx_commit(dir, error_r);
 }
 
 int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, uint64_t mailboxes),
@@ -473,6 +551,8 @@ int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, u
 
 /* ---- mailboxes ---- */
 
+static int alias_exists(struct dir *dir, const char *addr, const char **error_r);
+
 int dir_user_add(struct dir *dir, const char *address, const char *password_hash,
                  const char **error_r)
 {
@@ -486,6 +566,11 @@ int dir_user_add(struct dir *dir, const char *address, const char *password_hash
 	domain++;
 	if (strlen(password_hash) > DIR_HASH_MAX)
 		return dir_fail(dir, error_r, "password hash too long");
+	/* An address is a mailbox or an alias, never both: which one would
+	 * get the mail would otherwise be a guess. */
+	rc = alias_exists(dir, addr, error_r);
+	if (rc != 0)
+		return rc < 0 ? -1 : dir_fail(dir, error_r, "%s is an alias", addr);
 	st = stmt_get(dir, ST_USER_ADD);
 	bind_text(st, 1, addr);
 	bind_text(st, 2, password_hash);
@@ -521,12 +606,46 @@ int dir_user_del(struct dir *dir, const char *address, const char **error_r)
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 	sqlite3_stmt *st;
+	int rc;
 
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
+	if (tx_begin(dir, error_r) < 0)
+		return -1;
+	/* Alias rows that name the mailbox go in the same transaction: an
+	 * alias must never send mail to a mailbox that no longer exists (or
+	 * to a different one created later under the same address). */
+	st = stmt_get(dir, ST_ALIAS_DEL_TO);
+	bind_text(st, 1, addr);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		db_fail(dir, error_r, "deleting aliases of a mailbox");
+		return tx_abort(dir);
+	}
 	st = stmt_get(dir, ST_USER_DEL);
 	bind_text(st, 1, addr);
-	return user_change(dir, st, addr, "deleting a mailbox", error_r);
+	if (user_change(dir, st, addr, "deleting a mailbox", error_r) < 0)
+		return tx_abort(dir);
+	return tx_commit(dir, error_r);
+}
+
+int dir_user_set_quota(struct dir *dir, const char *address, uint64_t bytes, uint64_t messages,
+                       const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such mailbox");
+	/* SQLite integers are signed 64-bit. */
+	if (bytes > INT64_MAX || messages > INT64_MAX)
+		return dir_fail(dir, error_r, "quota too large");
+	st = stmt_get(dir, ST_USER_SET_QUOTA);
+	bind_text(st, 1, addr);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)bytes);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)messages);
+	return user_change(dir, st, addr, "setting a quota", error_r);
 }
 
 int dir_user_set_password(struct dir *dir, const char *address, const char *password_hash,
@@ -634,5 +753,416 @@ int dir_user_list(struct dir *dir, const char *domain,
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return db_fail(dir, error_r, "listing mailboxes");
+	return 0;
+}
+
+/* ---- recipients and aliases ---- */
+
+/* 1 when addr has alias rows, 0 not, -1 error. */
+static int alias_exists(struct dir *dir, const char *addr, const char **error_r)
+{
+	sqlite3_stmt *st = stmt_get(dir, ST_ALIAS_TARGETS);
+	int rc;
+
+	bind_text(st, 1, addr);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return db_fail(dir, error_r, "looking up an alias");
+}
+
+/* The domain part of a normalized address, or NULL. The last '@': a quoted
+ * local part from SMTP may hold one (and then matches nothing). */
+static const char *domain_of(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	return at != NULL && at != addr && at[1] != '\0' ? at + 1 : NULL;
+}
+
+static bool is_postmaster(const char *addr)
+{
+	return strncmp(addr, "postmaster@", strlen("postmaster@")) == 0;
+}
+
+/* Addresses visited while expanding one recipient. Bounded, so an alias
+ * graph however large or looped costs bounded work. */
+#define EXPAND_MAX (DIR_MAX_TARGETS * DIR_MAX_ALIAS_DEPTH)
+
+struct expand {
+	char addr[EXPAND_MAX][DIR_ADDRESS_MAX + 1]; /* the queue, and the seen set */
+	unsigned char depth[EXPAND_MAX];
+	size_t n;
+	bool too_deep; /* an alias chain longer than DIR_MAX_ALIAS_DEPTH */
+};
+
+static bool expand_seen(const struct expand *e, const char *addr)
+{
+	for (size_t i = 0; i < e->n; i++) {
+		if (strcmp(e->addr[i], addr) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Queue addr unless seen. -1 when the walk is too big. */
+static int expand_push(struct dir *dir, struct expand *e, const char *addr, unsigned depth,
+                       const char **error_r)
+{
+	if (strlen(addr) > DIR_ADDRESS_MAX || expand_seen(e, addr))
+		return 0;
+	if (depth > DIR_MAX_ALIAS_DEPTH) {
+		e->too_deep = true;
+		return 0;
+	}
+	if (e->n == EXPAND_MAX)
+		return dir_fail(dir, error_r, "aliases expand to more than %d addresses",
+		                EXPAND_MAX);
+	memcpy(e->addr[e->n], addr, strlen(addr) + 1);
+	e->depth[e->n] = (unsigned char)depth;
+	e->n++;
+	return 0;
+}
+
+static int rcpt_add(struct dir *dir, struct dir_rcpt *rcpt, const struct dir_user *user,
+                    const char **error_r)
+{
+	for (size_t i = 0; i < rcpt->n; i++) {
+		if (strcmp(rcpt->users[i].address, user->address) == 0)
+			return 0;
+	}
+	if (rcpt->n == DIR_MAX_TARGETS)
+		return dir_fail(dir, error_r, "more than %d mailboxes for one recipient",
+		                DIR_MAX_TARGETS);
+	rcpt->users[rcpt->n] = *user;
+	/* Delivery has no use for the hash; keep it where it is needed. */
+	memset(rcpt->users[rcpt->n].password_hash, 0, sizeof(rcpt->users[rcpt->n].password_hash));
+	rcpt->n++;
+	return 0;
+}
+
+/* One-row lookup of a user with a prepared statement bound to one text. */
+static int user_row(struct dir *dir, enum dir_stmt which, const char *key, struct dir_user *out,
+                    const char **error_r)
+{
+	sqlite3_stmt *st = stmt_get(dir, which);
+	int rc, ret;
+
+	bind_text(st, 1, key);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		ret = row_to_user(st, out) == 0
+		          ? 1
+		          : dir_fail(dir, error_r, "mailbox of %s has a malformed row", key);
+	else if (rc == SQLITE_DONE)
+		ret = 0;
+	else
+		ret = db_fail(dir, error_r, "looking up a mailbox");
+	sqlite3_reset(st);
+	return ret;
+}
+
+/* Queue the targets of alias e->addr[i]. Returns how many rows it has, or
+ * -1. The rows are copied out before anything else runs, since the
+ * statement is shared. */
+static int push_targets(struct dir *dir, struct expand *e, size_t i, const char **error_r)
+{
+	char targets[DIR_MAX_TARGETS][DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st = stmt_get(dir, ST_ALIAS_TARGETS);
+	size_t n = 0;
+	int rc;
+
+	bind_text(st, 1, e->addr[i]);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+
+		if (n == DIR_MAX_TARGETS) {
+			sqlite3_reset(st);
+			return dir_fail(dir, error_r, "alias %s has more than %d targets",
+			                e->addr[i], DIR_MAX_TARGETS);
+		}
+		if (t != NULL && strlen(t) <= DIR_ADDRESS_MAX)
+			memcpy(targets[n++], t, strlen(t) + 1);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "looking up an alias");
+	for (size_t k = 0; k < n; k++) {
+		if (expand_push(dir, e, targets[k], e->depth[i] + 1u, error_r) < 0)
+			return -1;
+	}
+	return (int)n;
+}
+
+/* Walk from e->addr[0] to mailboxes. Each address is, in this order: a
+ * mailbox; an alias (its targets are walked); postmaster@ of a local
+ * domain (the domain's first mailbox); or nothing (skipped: a target whose
+ * mailbox was deleted, or in a domain no longer local). rcpt may be NULL
+ * to only walk the aliases. */
+static int expand_run(struct dir *dir, struct expand *e, struct dir_rcpt *rcpt,
+                      const char **error_r)
+{
+	struct dir_user user;
+	int r;
+
+	for (size_t i = 0; i < e->n; i++) {
+		const char *addr = e->addr[i];
+		const char *domain = domain_of(addr);
+
+		if (domain == NULL)
+			continue;
+		r = user_row(dir, ST_USER_LOOKUP, addr, &user, error_r);
+		if (r < 0)
+			return -1;
+		if (r > 0) {
+			if (rcpt != NULL && rcpt_add(dir, rcpt, &user, error_r) < 0)
+				return -1;
+			continue;
+		}
+		r = push_targets(dir, e, i, error_r);
+		if (r < 0)
+			return -1;
+		if (r > 0 || !is_postmaster(addr))
+			continue;
+		/* RFC 5321 §4.5.1: every local domain accepts postmaster. */
+		r = user_row(dir, ST_USER_FIRST_IN_DOMAIN, domain, &user, error_r);
+		if (r < 0)
+			return -1;
+		if (r > 0 && rcpt != NULL && rcpt_add(dir, rcpt, &user, error_r) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The first domain added, for a bare "postmaster". 1 found, 0, -1. */
+static int first_domain(struct dir *dir, char *out, const char **error_r)
+{
+	sqlite3_stmt *st = stmt_get(dir, ST_DOMAIN_FIRST);
+	int rc = sqlite3_step(st), ret = 0;
+
+	if (rc == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+
+		if (name != NULL && strlen(name) <= DIR_DOMAIN_MAX) {
+			memcpy(out, name, strlen(name) + 1);
+			ret = 1;
+		}
+	} else if (rc != SQLITE_DONE) {
+		ret = db_fail(dir, error_r, "listing domains");
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int dir_rcpt_resolve(struct dir *dir, const char *address, enum dir_rcpt_result *result_r,
+                     struct dir_rcpt *rcpt, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	const char *domain;
+	struct expand *e;
+	int r;
+
+	rcpt->n = 0;
+	*result_r = DIR_RCPT_NO_USER;
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return 0;
+	if (strcmp(addr, "postmaster") == 0) {
+		/* "<Postmaster>" without a domain (RFC 5321 §4.1.1.3): the
+		 * postmaster of the first local domain. */
+		char first[DIR_DOMAIN_MAX + 1];
+
+		r = first_domain(dir, first, error_r);
+		if (r <= 0) {
+			*result_r = DIR_RCPT_NOT_LOCAL;
+			return r;
+		}
+		if (strlen("postmaster@") + strlen(first) > DIR_ADDRESS_MAX)
+			return 0;
+		snprintf(addr, sizeof(addr), "postmaster@%s", first);
+	}
+	domain = domain_of(addr);
+	if (domain == NULL) {
+		*result_r = DIR_RCPT_NOT_LOCAL;
+		return 0;
+	}
+	r = dir_domain_exists(dir, domain, error_r);
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		*result_r = DIR_RCPT_NOT_LOCAL;
+		return 0;
+	}
+	e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return dir_fail(dir, error_r, "resolving %s: out of memory", addr);
+	memcpy(e->addr[0], addr, strlen(addr) + 1);
+	e->n = 1;
+	r = expand_run(dir, e, rcpt, error_r);
+	free(e);
+	if (r < 0) {
+		rcpt->n = 0;
+		return -1;
+	}
+	if (rcpt->n > 0)
+		*result_r = DIR_RCPT_OK;
+	return 0;
+}
+
+int dir_alias_add(struct dir *dir, const char *address, const char *target, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
+	enum dir_rcpt_result result;
+	struct dir_rcpt *rcpt = NULL;
+	struct expand *e = NULL;
+	struct dir_user user;
+	sqlite3_stmt *st;
+	const char *domain;
+	int r = -1, rc;
+
+	if (normalize(address, addr, sizeof(addr)) < 0 || (domain = domain_of(addr)) == NULL)
+		return dir_fail(dir, error_r, "bad alias address");
+	if (normalize(target, to, sizeof(to)) < 0 || domain_of(to) == NULL)
+		return dir_fail(dir, error_r, "bad alias target");
+	if (strcmp(addr, to) == 0)
+		return dir_fail(dir, error_r, "alias %s cannot point to itself", addr);
+	rcpt = malloc(sizeof(*rcpt));
+	e = calloc(1, sizeof(*e));
+	if (rcpt == NULL || e == NULL) {
+		free(rcpt);
+		free(e);
+		return dir_fail(dir, error_r, "adding an alias: out of memory");
+	}
+	/* Every check and the insert in one transaction, so that a
+	 * concurrent change cannot slip a loop in between. */
+	if (tx_begin(dir, error_r) < 0)
+		goto out;
+	r = dir_domain_exists(dir, domain, error_r);
+	if (r <= 0) {
+		if (r == 0)
+			dir_fail(dir, error_r, "domain %s is not local", domain);
+		goto fail;
+	}
+	r = user_row(dir, ST_USER_LOOKUP, addr, &user, error_r);
+	if (r != 0) {
+		if (r > 0)
+			dir_fail(dir, error_r, "%s is a mailbox", addr);
+		goto fail;
+	}
+	/* The target must deliver somewhere now: a mailbox, an alias, or a
+	 * local postmaster. */
+	if (dir_rcpt_resolve(dir, to, &result, rcpt, error_r) < 0)
+		goto fail;
+	if (result == DIR_RCPT_NOT_LOCAL) {
+		dir_fail(dir, error_r, "target %s is not in a local domain", to);
+		goto fail;
+	}
+	if (result != DIR_RCPT_OK) {
+		dir_fail(dir, error_r, "target %s is no mailbox or alias", to);
+		goto fail;
+	}
+	/* A loop: the new alias would be reachable from its own target. */
+	memcpy(e->addr[0], to, strlen(to) + 1);
+	e->n = 1;
+	if (expand_run(dir, e, NULL, error_r) < 0)
+		goto fail;
+	if (expand_seen(e, addr)) {
+		dir_fail(dir, error_r, "%s -> %s would make an alias loop", addr, to);
+		goto fail;
+	}
+
+	st = stmt_get(dir, ST_ALIAS_ADD);
+	bind_text(st, 1, addr);
+	bind_text(st, 2, to);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+		dir_fail(dir, error_r, "alias %s already points to %s", addr, to);
+		goto fail;
+	}
+	if (rc != SQLITE_DONE) {
+		db_fail(dir, error_r, "adding an alias");
+		goto fail;
+	}
+	/* Within the limits as a whole: DIR_MAX_TARGETS mailboxes and
+	 * DIR_MAX_ALIAS_DEPTH levels (resolve fails past the first). */
+	memset(e, 0, sizeof(*e));
+	memcpy(e->addr[0], addr, strlen(addr) + 1);
+	e->n = 1;
+	rcpt->n = 0;
+	if (expand_run(dir, e, rcpt, error_r) < 0)
+		goto fail;
+	if (e->too_deep) {
+		dir_fail(dir, error_r, "aliases would nest deeper than %d levels",
+		         DIR_MAX_ALIAS_DEPTH);
+		goto fail;
+	}
+	r = tx_commit(dir, error_r);
+	goto out;
+fail:
+	tx_abort(dir);
+	r = -1;
+out:
+	free(rcpt);
+	free(e);
+	return r < 0 ? -1 : 0;
+}
+
+int dir_alias_del(struct dir *dir, const char *address, const char *target, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such alias");
+	if (target != NULL) {
+		if (normalize(target, to, sizeof(to)) < 0)
+			return dir_fail(dir, error_r, "alias %s has no such target", addr);
+		st = stmt_get(dir, ST_ALIAS_DEL_ONE);
+		bind_text(st, 2, to);
+	} else {
+		st = stmt_get(dir, ST_ALIAS_DEL_ALL);
+	}
+	bind_text(st, 1, addr);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "deleting an alias");
+	if (sqlite3_changes(dir->db) == 0) {
+		if (target == NULL || alias_exists(dir, addr, error_r) == 0)
+			return dir_fail(dir, error_r, "no such alias %s", addr);
+		return dir_fail(dir, error_r, "alias %s does not point to %s", addr, to);
+	}
+	return 0;
+}
+
+int dir_alias_list(struct dir *dir, const char *domain,
+                   void (*fn)(void *ctx, const char *address, const char *target), void *ctx,
+                   const char **error_r)
+{
+	char name[DIR_DOMAIN_MAX + 1];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (domain != NULL) {
+		if (normalize(domain, name, sizeof(name)) < 0)
+			return 0;
+		st = stmt_get(dir, ST_ALIAS_LIST_DOMAIN);
+		bind_text(st, 1, name);
+	} else {
+		st = stmt_get(dir, ST_ALIAS_LIST_ALL);
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *a = (const char *)sqlite3_column_text(st, 0);
+		const char *t = (const char *)sqlite3_column_text(st, 1);
+
+		fn(ctx, a != NULL ? a : "", t != NULL ? t : "");
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "listing aliases");
 	return 0;
 }

@@ -295,12 +295,228 @@ static void test_check_domain(void **state)
 	assert_int_equal(dir_check_domain(buf, &err), -1);
 }
 
+/* "a;b;" from a resolve, or "NO_USER" / "NOT_LOCAL" / "ERROR". */
+static const char *resolve(struct dir *dir, const char *address, char *buf, size_t size)
+{
+	static struct dir_rcpt rcpt;
+	enum dir_rcpt_result result;
+	const char *err = NULL;
+
+	buf[0] = '\0';
+	if (dir_rcpt_resolve(dir, address, &result, &rcpt, &err) < 0)
+		return "ERROR";
+	if (result == DIR_RCPT_NO_USER)
+		return "NO_USER";
+	if (result == DIR_RCPT_NOT_LOCAL)
+		return "NOT_LOCAL";
+	assert_true(rcpt.n >= 1);
+	for (size_t i = 0; i < rcpt.n; i++) {
+		size_t len = strlen(buf);
+
+		/* delivery never gets the password hash */
+		assert_string_equal(rcpt.users[i].password_hash, "");
+		snprintf(buf + len, size - len, "%s;", rcpt.users[i].address);
+	}
+	return buf;
+}
+
+static void collect_alias(void *ctx, const char *address, const char *target)
+{
+	struct collect *c = ctx;
+	size_t len = strlen(c->buf);
+
+	snprintf(c->buf + len, sizeof(c->buf) - len, "%s>%s;", address, target);
+}
+
+static void test_resolve(void **state)
+{
+	struct fixture *fx = *state;
+	struct dir *dir = open_ok(fx, true);
+	const char *err = NULL;
+	char buf[1024];
+
+	assert_int_equal(dir_domain_add(dir, "one.test", &err), 0);
+	assert_int_equal(dir_domain_add(dir, "two.test", &err), 0);
+	assert_int_equal(dir_domain_add(dir, "empty.test", &err), 0);
+	/* zed first: the first-created mailbox, not the first by name */
+	assert_int_equal(dir_user_add(dir, "zed@one.test", "$y$z", &err), 0);
+	assert_int_equal(dir_user_add(dir, "amy@one.test", "$y$a", &err), 0);
+	assert_int_equal(dir_user_add(dir, "bo@two.test", "$y$b", &err), 0);
+
+	assert_string_equal(resolve(dir, "amy@one.test", buf, sizeof(buf)), "amy@one.test;");
+	assert_string_equal(resolve(dir, "AMY@One.Test", buf, sizeof(buf)), "amy@one.test;");
+	assert_string_equal(resolve(dir, "nobody@one.test", buf, sizeof(buf)), "NO_USER");
+	assert_string_equal(resolve(dir, "amy@elsewhere.example", buf, sizeof(buf)), "NOT_LOCAL");
+	assert_string_equal(resolve(dir, "noat", buf, sizeof(buf)), "NOT_LOCAL");
+
+	/* RFC 5321 §4.5.1: postmaster without an alias */
+	assert_string_equal(resolve(dir, "postmaster@one.test", buf, sizeof(buf)), "zed@one.test;");
+	assert_string_equal(resolve(dir, "PostMaster@two.test", buf, sizeof(buf)), "bo@two.test;");
+	assert_string_equal(resolve(dir, "postmaster@empty.test", buf, sizeof(buf)), "NO_USER");
+	assert_string_equal(resolve(dir, "postmaster", buf, sizeof(buf)), "zed@one.test;");
+	/* an alias overrides it */
+	assert_int_equal(dir_alias_add(dir, "postmaster@one.test", "amy@one.test", &err), 0);
+	assert_string_equal(resolve(dir, "postmaster@one.test", buf, sizeof(buf)), "amy@one.test;");
+	dir_close(&dir);
+}
+
+static void test_aliases(void **state)
+{
+	struct fixture *fx = *state;
+	struct dir *dir = open_ok(fx, true);
+	struct collect c = {""};
+	const char *err = NULL;
+	char buf[1024];
+
+	assert_int_equal(dir_domain_add(dir, "one.test", &err), 0);
+	assert_int_equal(dir_domain_add(dir, "two.test", &err), 0);
+	assert_int_equal(dir_user_add(dir, "amy@one.test", "$y$a", &err), 0);
+	assert_int_equal(dir_user_add(dir, "bo@one.test", "$y$b", &err), 0);
+	assert_int_equal(dir_user_add(dir, "cy@two.test", "$y$c", &err), 0);
+
+	/* fan-out, duplicates removed, across domains, nested */
+	assert_int_equal(dir_alias_add(dir, "team@one.test", "amy@one.test", &err), 0);
+	assert_int_equal(dir_alias_add(dir, "team@one.test", "BO@one.test", &err), 0);
+	assert_int_equal(dir_alias_add(dir, "all@two.test", "team@one.test", &err), 0);
+	assert_int_equal(dir_alias_add(dir, "all@two.test", "cy@two.test", &err), 0);
+	assert_int_equal(dir_alias_add(dir, "all@two.test", "amy@one.test", &err), 0);
+	assert_string_equal(resolve(dir, "team@one.test", buf, sizeof(buf)),
+	                    "amy@one.test;bo@one.test;");
+	/* breadth first, in the order the targets were added */
+	assert_string_equal(resolve(dir, "all@two.test", buf, sizeof(buf)),
+	                    "cy@two.test;amy@one.test;bo@one.test;");
+
+	/* refusals */
+	assert_int_equal(dir_alias_add(dir, "team@one.test", "amy@one.test", &err), -1);
+	assert_string_equal(err, "alias team@one.test already points to amy@one.test");
+	assert_int_equal(dir_alias_add(dir, "x@nope.test", "amy@one.test", &err), -1);
+	assert_string_equal(err, "domain nope.test is not local");
+	assert_int_equal(dir_alias_add(dir, "amy@one.test", "bo@one.test", &err), -1);
+	assert_string_equal(err, "amy@one.test is a mailbox");
+	assert_int_equal(dir_alias_add(dir, "x@one.test", "ghost@one.test", &err), -1);
+	assert_string_equal(err, "target ghost@one.test is no mailbox or alias");
+	assert_int_equal(dir_alias_add(dir, "x@one.test", "a@remote.example", &err), -1);
+	assert_string_equal(err, "target a@remote.example is not in a local domain");
+	assert_int_equal(dir_alias_add(dir, "x@one.test", "x@one.test", &err), -1);
+	/* a loop: team -> all -> team */
+	assert_int_equal(dir_alias_add(dir, "team@one.test", "all@two.test", &err), -1);
+	assert_non_null(strstr(err, "loop"));
+	/* a mailbox cannot take an alias's address */
+	assert_int_equal(dir_user_add(dir, "team@one.test", "$y$t", &err), -1);
+	assert_string_equal(err, "team@one.test is an alias");
+
+	assert_int_equal(dir_alias_list(dir, NULL, collect_alias, &c, &err), 0);
+	assert_string_equal(c.buf, "all@two.test>amy@one.test;all@two.test>cy@two.test;"
+	                           "all@two.test>team@one.test;team@one.test>amy@one.test;"
+	                           "team@one.test>bo@one.test;");
+	c.buf[0] = '\0';
+	assert_int_equal(dir_alias_list(dir, "one.test", collect_alias, &c, &err), 0);
+	assert_string_equal(c.buf, "team@one.test>amy@one.test;team@one.test>bo@one.test;");
+
+	/* deleting one target, then the rest */
+	assert_int_equal(dir_alias_del(dir, "all@two.test", "cy@two.test", &err), 0);
+	assert_int_equal(dir_alias_del(dir, "all@two.test", "cy@two.test", &err), -1);
+	assert_string_equal(err, "alias all@two.test does not point to cy@two.test");
+	assert_int_equal(dir_alias_del(dir, "all@two.test", NULL, &err), 0);
+	assert_int_equal(dir_alias_del(dir, "all@two.test", NULL, &err), -1);
+	assert_string_equal(err, "no such alias all@two.test");
+	assert_string_equal(resolve(dir, "all@two.test", buf, sizeof(buf)), "NO_USER");
+
+	/* deleting a mailbox removes the alias rows that name it */
+	assert_int_equal(dir_user_del(dir, "amy@one.test", &err), 0);
+	assert_string_equal(resolve(dir, "team@one.test", buf, sizeof(buf)), "bo@one.test;");
+	c.buf[0] = '\0';
+	assert_int_equal(dir_alias_list(dir, NULL, collect_alias, &c, &err), 0);
+	assert_string_equal(c.buf, "team@one.test>bo@one.test;");
+
+	/* deleting a domain removes its aliases */
+	assert_int_equal(dir_alias_add(dir, "fwd@two.test", "bo@one.test", &err), 0);
+	assert_int_equal(dir_user_del(dir, "cy@two.test", &err), 0);
+	assert_int_equal(dir_domain_del(dir, "two.test", &err), 0);
+	assert_int_equal(dir_domain_add(dir, "two.test", &err), 0);
+	assert_string_equal(resolve(dir, "fwd@two.test", buf, sizeof(buf)), "NO_USER");
+	dir_close(&dir);
+}
+
+static void test_alias_limits(void **state)
+{
+	struct fixture *fx = *state;
+	struct dir *dir = open_ok(fx, true);
+	const char *err = NULL;
+	char a[64], b[64], buf[4096];
+
+	assert_int_equal(dir_domain_add(dir, "d.test", &err), 0);
+	assert_int_equal(dir_user_add(dir, "end@d.test", "$y$e", &err), 0);
+
+	/* a chain: l0 -> end, l1 -> l0, ... as deep as allowed */
+	assert_int_equal(dir_alias_add(dir, "l0@d.test", "end@d.test", &err), 0);
+	int i;
+	for (i = 1; i < DIR_MAX_ALIAS_DEPTH; i++) {
+		snprintf(a, sizeof(a), "l%d@d.test", i);
+		snprintf(b, sizeof(b), "l%d@d.test", i - 1);
+		if (dir_alias_add(dir, a, b, &err) < 0)
+			fail_msg("level %d: %s", i, err);
+	}
+	snprintf(a, sizeof(a), "l%d@d.test", i - 1);
+	assert_string_equal(resolve(dir, a, buf, sizeof(buf)), "end@d.test;");
+	snprintf(a, sizeof(a), "l%d@d.test", i);
+	snprintf(b, sizeof(b), "l%d@d.test", i - 1);
+	assert_int_equal(dir_alias_add(dir, a, b, &err), -1);
+	assert_non_null(strstr(err, "deeper"));
+
+	/* fan-out: DIR_MAX_TARGETS mailboxes, and not one more */
+	for (i = 0; i < DIR_MAX_TARGETS + 1; i++) {
+		snprintf(a, sizeof(a), "u%d@d.test", i);
+		assert_int_equal(dir_user_add(dir, a, "$y$u", &err), 0);
+	}
+	for (i = 0; i < DIR_MAX_TARGETS; i++) {
+		snprintf(a, sizeof(a), "u%d@d.test", i);
+		if (dir_alias_add(dir, "many@d.test", a, &err) < 0)
+			fail_msg("target %d: %s", i, err);
+	}
+	assert_int_equal(dir_alias_add(dir, "many@d.test", "end@d.test", &err), -1);
+	assert_non_null(strstr(err, "more than"));
+	const char *r = resolve(dir, "many@d.test", buf, sizeof(buf));
+	size_t n = 0;
+	for (const char *p = r; *p != '\0'; p++)
+		n += *p == ';';
+	assert_int_equal(n, DIR_MAX_TARGETS);
+	dir_close(&dir);
+}
+
+static void test_quota(void **state)
+{
+	struct fixture *fx = *state;
+	struct dir *dir = open_ok(fx, true);
+	const char *err = NULL;
+	struct dir_user u;
+
+	assert_int_equal(dir_domain_add(dir, "q.test", &err), 0);
+	assert_int_equal(dir_user_add(dir, "q@q.test", "$y$q", &err), 0);
+	assert_int_equal(dir_user_set_quota(dir, "Q@q.test", 1048576, 100, &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "q@q.test", &u, &err), 1);
+	assert_int_equal(u.quota_bytes, 1048576);
+	assert_int_equal(u.quota_messages, 100);
+	assert_int_equal(dir_user_set_quota(dir, "q@q.test", 0, 0, &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "q@q.test", &u, &err), 1);
+	assert_int_equal(u.quota_bytes, 0);
+	assert_int_equal(u.quota_messages, 0);
+	assert_int_equal(dir_user_set_quota(dir, "nobody@q.test", 1, 1, &err), -1);
+	assert_string_equal(err, "no such mailbox nobody@q.test");
+	assert_int_equal(dir_user_set_quota(dir, "q@q.test", UINT64_MAX, 0, &err), -1);
+	dir_close(&dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_users, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_alias_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
 	    cmocka_unit_test(test_check_address),
 	    cmocka_unit_test(test_check_domain),
 	};
