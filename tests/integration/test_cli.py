@@ -18,7 +18,7 @@ from harness import PASSWORD, PILLAR_BIN, USER, is_root, set_key
 def run(*args, input=None, env=None, cwd=None):
     r = subprocess.run([PILLAR_BIN, *map(str, args)], capture_output=True, timeout=60,
                        input=input.encode() if isinstance(input, str) else input, env=env,
-                       cwd=cwd)
+                       cwd=cwd, stdin=subprocess.DEVNULL if input is None else None)
     r.stdout_text = r.stdout.decode(errors="replace")
     r.stderr_text = r.stderr.decode(errors="replace")
     return r
@@ -372,7 +372,7 @@ def test_serve_refuses_a_bad_config(make_pillar):
     p = make_pillar(start=False)
     p.configure(no_such_key="1")
     r = subprocess.run([PILLAR_BIN, "serve", "-c", str(p.conf), "--foreground"],
-                       capture_output=True, timeout=30)
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode != 0
     assert b"no_such_key" in r.stderr
 
@@ -387,7 +387,7 @@ def test_serve_fails_cleanly_when_port_is_taken(make_pillar):
     blocker.listen(1)
     try:
         r = subprocess.run([PILLAR_BIN, "serve", "-c", str(p.conf), "--foreground"],
-                           capture_output=True, timeout=30)
+                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
         assert r.returncode != 0
         assert str(p.port).encode() in r.stderr
     finally:

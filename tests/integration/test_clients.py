@@ -33,6 +33,7 @@ def curl(p, path="", user=USER, password=PASSWORD, extra=()):
         [tool("curl") or "curl", "-sS", "--max-time", "30", "--user", f"{user}:{password}",
          *extra, f"pop3://127.0.0.1:{p.port}/{path}"],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         timeout=60,
     )
 
@@ -109,6 +110,7 @@ def fetchmail(p, work: Path):
         [tool("fetchmail"), "-f", str(rc), "-i", str(work / "fetchids"), "--pidfile",
          str(work / "fetchmail.pid"), "--keep", "--uidl", "--nosyslog", "-v"],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         timeout=120,
         env=env,
     )
@@ -177,6 +179,7 @@ def mpop(p, work: Path, keep=True):
     r = subprocess.run(
         [tool("mpop"), "-C", str(conf), "pillar"],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         timeout=120,
         env=dict(os.environ, HOME=str(work)),
     )

@@ -407,6 +407,9 @@ def test_login_timeout_disconnects_idle_client(alice):
         assert line.startswith(b"-ERR"), line
         assert c.read_to_eof() == b""
     assert 2.5 <= elapsed <= 13, elapsed  # login_timeout = 3s
+    c = alice.wait_unlocked(USER, PASSWORD)
+    c.ok("QUIT")
+    c.close()
 
 
 def test_login_timeout_is_not_extended_by_activity(alice):
@@ -428,6 +431,9 @@ def test_login_timeout_is_not_extended_by_activity(alice):
         c.close()
     assert closed, "an unauthenticated client kept the connection for 15s (login_timeout = 3s)"
     assert time.monotonic() - start >= 2.5
+    c = alice.wait_unlocked(USER, PASSWORD)
+    c.ok("QUIT")
+    c.close()
 
 
 def test_login_timeout_does_not_apply_after_login(mailbox):
