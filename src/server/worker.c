@@ -23,6 +23,7 @@
 #include "net/listen.h"
 #include "pop3/pop3.h"
 #include "server/iplimit.h"
+#include "smtp/smtp.h"
 #include "server/listeners.h"
 
 /* After a stop, sessions get this long to say goodbye before the loop ends
@@ -86,15 +87,18 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 			return;
 		}
 	}
-	if (wl->proto != PROTO_POP3) {
-		/* Other protocols are not served by this build yet. */
+	if (wl->proto == PROTO_POP3S) {
+		/* Implicit TLS is not served by this build yet. */
 		close(fd);
 		return;
 	}
 	struct conn *c = conn_new(w->env.base, fd, sa, (socklen_t)salen);
 	if (counted == 0)
 		conn_set_on_free(c, conn_released, w);
-	pop3_accept(&w->env, c);
+	if (wl->proto == PROTO_POP3)
+		pop3_accept(&w->env, c);
+	else
+		smtp_accept(&w->env, c, wl->proto == PROTO_LMTP);
 }
 
 static void backoff_cb(evutil_socket_t fd, short what, void *arg)

@@ -1,0 +1,355 @@
+/* The SMTP/LMTP session: greeting, dispatch through the command table, the
+ * error limit, timeouts, shutdown, and the message stream.
+ *
+ * The message stream is read in the connection's raw mode: DATA through the
+ * dot-stuffing decoder until <CRLF>.<CRLF>, BDAT exactly the announced
+ * octets. Decoded octets go straight to the spool file, so memory per
+ * session stays bounded by the connection's read-ahead whatever the size of
+ * the message. Whatever follows the end of the data is read as commands
+ * again (PIPELINING, RFC 2920). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/text.h"
+#include "core/util.h"
+#include "net/conn.h"
+#include "smtp/internal.h"
+#include "smtp/smtp.h"
+
+/* Octets decoded per step of the message stream. */
+#define SMTP_DATA_STEP (64 * 1024)
+
+void smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	va_list ap;
+	char line[SMTP_MAX_LINE];
+
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	size_t len = (size_t)n < sizeof(line) - 2 ? (size_t)n : sizeof(line) - 3;
+	line[len++] = '\r';
+	line[len++] = '\n';
+	conn_write(s->conn, line, len);
+}
+
+void smtp_txn_reset(struct smtp_session *s)
+{
+	struct smtp_txn *t = s->txn;
+
+	if (t != NULL) {
+		delivery_free(&t->dlv);
+		for (unsigned i = 0; i < t->nmailboxes; i++)
+			free(t->mailboxes[i].path);
+		x_free(&s->txn);
+	}
+	if (s->state != SMTP_ST_GREETED)
+		s->state = SMTP_ST_READY;
+}
+
+static void session_free(struct smtp_session *s)
+{
+	smtp_txn_reset(s);
+	env_client_remove(s->env, &s->node);
+	free(s);
+}
+
+static void say_shutdown(struct smtp_session *s)
+{
+	smtp_reply(s, "421 4.3.2 %s service shutting down, closing connection",
+	           s->env->cfg->hostname);
+	log_info("sid=%s event=disconnect reason=shutdown", s->sid);
+	conn_close(s->conn);
+}
+
+/* A command or a pool job is done: read the next command, unless the server
+ * is stopping. */
+void smtp_session_resume(struct smtp_session *s)
+{
+	s->busy = false;
+	if (s->conn_gone) {
+		session_free(s);
+		return;
+	}
+	if (s->stop_pending) {
+		say_shutdown(s);
+		return;
+	}
+	conn_resume(s->conn);
+}
+
+static void count_error(struct smtp_session *s)
+{
+	if (++s->errors >= SMTP_MAX_ERRORS) {
+		smtp_reply(s, "421 4.7.0 %s too many errors, closing connection",
+		           s->env->cfg->hostname);
+		log_info("sid=%s event=disconnect reason=too-many-errors rip=%s", s->sid,
+		         conn_peer(s->conn));
+		conn_close(s->conn);
+	}
+}
+
+static void session_line(void *ctx, char *line, size_t len)
+{
+	struct smtp_session *s = ctx;
+	struct smtp_cmd cmd;
+	bool utf8 = s->txn != NULL && s->txn->smtputf8;
+
+	enum smtp_parse_result r = smtp_parse(line, len, utf8, &cmd);
+	if (r != SMTP_PARSE_OK) {
+		unsigned code;
+		const char *enhanced;
+		smtp_parse_reply(r, cmd.verb, cmd.addr_error, &code, &enhanced);
+		const char *why = r == SMTP_PARSE_ADDRESS ? smtp_addr_strerror(cmd.addr_error)
+		                                          : smtp_parse_strerror(r);
+		smtp_reply(s, "%u %s %s", code, enhanced, why);
+		if (cmd.verb == SMTP_VERB_BDAT) {
+			/* RFC 3030 cannot resynchronise after a bad BDAT: we do
+			 * not know how many octets follow. */
+			conn_close(s->conn);
+			return;
+		}
+		count_error(s);
+		return;
+	}
+	const struct smtp_command *row = smtp_command_find(cmd.verb);
+	if (row == NULL || !(s->lmtp ? row->lmtp : row->smtp)) {
+		smtp_reply(s, "500 5.5.1 %s is not a command of this %s server",
+		           smtp_verb_name(cmd.verb), s->lmtp ? "LMTP" : "SMTP");
+		count_error(s);
+		return;
+	}
+	if (!(row->states & s->state)) {
+		if (s->state == SMTP_ST_GREETED)
+			smtp_reply(s, "503 5.5.1 send %s first", s->lmtp ? "LHLO" : "EHLO or HELO");
+		else if (cmd.verb == SMTP_VERB_MAIL)
+			smtp_reply(s, "503 5.5.1 a transaction is already under way (send RSET)");
+		else if (s->state == SMTP_ST_READY)
+			smtp_reply(s, "503 5.5.1 send MAIL first");
+		else
+			smtp_reply(s, "554 5.5.1 no valid recipients");
+		if (cmd.verb == SMTP_VERB_BDAT) {
+			/* The chunk's octets follow whatever we answer; skip
+			 * them by closing rather than reading them as commands. */
+			conn_close(s->conn);
+			return;
+		}
+		count_error(s);
+		return;
+	}
+	if (row->run(s, &cmd) < 0)
+		count_error(s);
+}
+
+static void session_too_long(void *ctx)
+{
+	struct smtp_session *s = ctx;
+	smtp_reply(s, "500 5.5.2 line too long (limit %d octets)", SMTP_MAX_LINE);
+	count_error(s);
+}
+
+/* ---- the message stream ---- */
+
+void smtp_data_end(struct smtp_session *s)
+{
+	struct smtp_txn *t = s->txn;
+
+	conn_set_raw(s->conn, false);
+	conn_set_idle_timeout(s->conn, SMTP_COMMAND_TIMEOUT_MS);
+	char reply[SMTP_MAX_LINE];
+	if (t->data.bare_eol) {
+		snprintf(reply, sizeof(reply),
+		         "550 5.6.0 bare CR or LF in the message; lines must end in CRLF");
+		log_info("sid=%s event=refused reason=bare-line-end size=%llu", s->sid,
+		         (unsigned long long)t->data.size);
+	} else if (t->data.too_big) {
+		snprintf(reply, sizeof(reply),
+		         "552 5.3.4 message exceeds the size limit of %llu octets",
+		         (unsigned long long)s->env->cfg->max_message_size);
+		log_info("sid=%s event=refused reason=too-big", s->sid);
+	} else if (t->write_error != NULL || t->failed) {
+		snprintf(reply, sizeof(reply),
+		         "451 4.3.0 cannot store the message now, try again later");
+		log_error("sid=%s event=spool-error error=\"%s\"", s->sid,
+		          t->write_error ? t->write_error : "earlier chunk refused");
+	} else {
+		/* Durable first, reply after: the commit job answers. */
+		s->busy = true;
+		conn_pause(s->conn);
+		smtp_commit_start(s);
+		return;
+	}
+	/* LMTP (RFC 2033 §4.2): one reply per accepted recipient, failures too. */
+	for (unsigned i = 0; i < (s->lmtp ? t->nrcpts : 1); i++)
+		smtp_reply(s, "%s", reply);
+	smtp_txn_reset(s);
+}
+
+static void store_decoded(struct smtp_session *s, const char *buf, size_t len)
+{
+	struct smtp_txn *t = s->txn;
+	if (len > 0 && t->dlv != NULL && t->write_error == NULL && !t->data.bare_eol &&
+	    !t->data.too_big)
+		(void)delivery_write(t->dlv, buf, len, &t->write_error);
+}
+
+static size_t session_data(void *ctx, const char *buf, size_t len)
+{
+	static char out[SMTP_DATA_STEP]; /* one loop per process: one buffer */
+	struct smtp_session *s = ctx;
+	struct smtp_txn *t = s->txn;
+	size_t used = 0, produced;
+
+	if (len > sizeof(out))
+		len = sizeof(out);
+	if (t->bdat) {
+		if (len > t->bdat_left)
+			len = (size_t)t->bdat_left;
+		produced = smtp_bdat_feed(&t->data, buf, len, out);
+		used = len;
+		t->bdat_left -= len;
+		store_decoded(s, out, produced);
+		if (t->bdat_left > 0)
+			return used;
+		if (!t->bdat_last) {
+			conn_set_raw(s->conn, false);
+			conn_set_idle_timeout(s->conn, SMTP_COMMAND_TIMEOUT_MS);
+			if (t->data.too_big || t->data.bare_eol || t->write_error != NULL)
+				t->failed = true;
+			smtp_reply(s, "250 2.0.0 %llu octets received",
+			           (unsigned long long)t->data.size);
+			return used;
+		}
+		smtp_bdat_finish(&t->data);
+		smtp_data_end(s);
+		return used;
+	}
+	smtp_data_feed(&t->data, buf, len, out, &used, &produced);
+	store_decoded(s, out, produced);
+	if (t->data.done)
+		smtp_data_end(s);
+	return used;
+}
+
+static const char *rfc5322_date(char *buf, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(buf, size, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	return buf;
+}
+
+/* The spool file and the two headers we add (RFC 5321 §4.4): Return-Path
+ * with the reverse path, and a Received line with the session's facts. */
+int smtp_begin_message(struct smtp_session *s)
+{
+	struct smtp_txn *t = s->txn;
+	const struct config *cfg = s->env->cfg;
+	const char *error;
+	char date[64], helo[SMTP_DOMAIN_MAX + 1];
+
+	if (delivery_begin(cfg->mail_root, cfg->hostname, &t->dlv, &error) < 0) {
+		log_error("sid=%s event=spool-error error=\"%s\"", s->sid, error);
+		smtp_reply(s, "451 4.3.0 cannot accept the message now, try again later");
+		return -1;
+	}
+	const char *with = s->lmtp       ? (t->smtputf8 ? "UTF8LMTP" : "LMTP")
+	                   : t->smtputf8 ? "UTF8SMTP"
+	                   : s->esmtp    ? "ESMTP"
+	                                 : "SMTP";
+	char *hdr =
+	    xasprintf("Return-Path: <%s>\n"
+	              "Received: from %s ([%s])\n"
+	              "\tby %s (Pillar) with %s id %s.%u%s%s%s;\n"
+	              "\t%s\n",
+	              t->sender.text, text_log_safe(s->helo, helo, sizeof(helo)),
+	              conn_peer(s->conn), cfg->hostname, with, s->sid, s->messages + 1,
+	              t->nrcpts == 1 ? "\n\tfor <" : "", t->nrcpts == 1 ? t->rcpts[0].address : "",
+	              t->nrcpts == 1 ? ">" : "", rfc5322_date(date, sizeof(date)));
+	(void)delivery_write(t->dlv, hdr, strlen(hdr), &t->write_error);
+	free(hdr);
+	return 0;
+}
+
+void smtp_start_data(struct smtp_session *s)
+{
+	conn_set_raw(s->conn, true);
+	conn_set_idle_timeout(s->conn, SMTP_DATA_TIMEOUT_MS);
+}
+
+/* ---- connection events and lifecycle ---- */
+
+static void session_timeout(void *ctx)
+{
+	struct smtp_session *s = ctx;
+	smtp_reply(s, "421 4.4.2 %s timeout, closing connection", s->env->cfg->hostname);
+	log_info("sid=%s event=disconnect reason=timeout rip=%s", s->sid, conn_peer(s->conn));
+}
+
+static void session_closed(void *ctx, enum conn_close_reason why)
+{
+	struct smtp_session *s = ctx;
+
+	if (why != CONN_CLOSE_DONE && why != CONN_CLOSE_TIMEOUT)
+		log_info("sid=%s event=disconnect reason=%s rip=%s%s", s->sid,
+		         why == CONN_CLOSE_FLOOD ? "line-flood" : "client-gone", conn_peer(s->conn),
+		         s->txn != NULL && s->txn->dlv != NULL ? " message=abandoned" : "");
+	s->conn = NULL;
+	if (s->busy) {
+		s->conn_gone = true;
+		return;
+	}
+	session_free(s);
+}
+
+static const struct conn_handler session_handler = {
+    .line = session_line,
+    .data = session_data,
+    .line_too_long = session_too_long,
+    .drained = NULL,
+    .timeout = session_timeout,
+    .closed = session_closed,
+};
+
+static void session_shutdown(struct env_client *node)
+{
+	struct smtp_session *s = (struct smtp_session *)node;
+	if (s->conn == NULL || conn_closing(s->conn))
+		return;
+	if (s->busy) {
+		/* A commit is running: its replies go out, then 421. */
+		s->stop_pending = true;
+		return;
+	}
+	/* Mid-message or between commands: nothing was acknowledged that is
+	 * not on disk, so the client simply retries later. */
+	say_shutdown(s);
+}
+
+void smtp_accept(struct worker_env *env, struct conn *conn, bool lmtp)
+{
+	struct smtp_session *s = xcalloc(1, sizeof(*s));
+
+	s->env = env;
+	s->conn = conn;
+	s->lmtp = lmtp;
+	s->state = SMTP_ST_GREETED;
+	random_token(s->sid, SMTP_SID_LEN);
+	s->node.shutdown = session_shutdown;
+	env_client_add(env, &s->node);
+	conn_set_handler(conn, &session_handler, s, SMTP_MAX_LINE);
+	conn_set_idle_timeout(conn, SMTP_COMMAND_TIMEOUT_MS);
+	log_info("sid=%s event=connect proto=%s rip=%s", s->sid, lmtp ? "lmtp" : "smtp",
+	         conn_peer(conn));
+	smtp_reply(s, "220 %s %s Pillar ready", env->cfg->hostname, lmtp ? "LMTP" : "ESMTP");
+	conn_start(conn);
+}
