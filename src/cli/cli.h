@@ -17,6 +17,8 @@ int cli_init(int argc, char **argv);
 int cli_check(int argc, char **argv);
 int cli_domain(int argc, char **argv);
 int cli_user(int argc, char **argv);
+int cli_alias(int argc, char **argv);
+int cli_deliver(int argc, char **argv);
 
 /* "pillar: <message>\n" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -18,7 +18,12 @@ static const char domain_help[] =
     "       pillar domain list [--json] [-c FILE]\n"
     "\n"
     "Manage the domains Pillar receives mail for. A domain with mailboxes cannot\n"
-    "be deleted; delete its mailboxes first.\n"
+    "be deleted; delete its mailboxes first. Deleting a domain deletes its\n"
+    "aliases.\n"
+    "\n"
+    "Every domain accepts mail for postmaster@DOMAIN (RFC 5321 section 4.5.1):\n"
+    "it goes to the first mailbox created in the domain unless an alias says\n"
+    "otherwise (pillar alias add postmaster@DOMAIN TARGET).\n"
     "\n"
     "  -c, --config FILE  the config file\n"
     "      --json         list as a JSON array\n"
@@ -81,13 +86,29 @@ static int domain_add(struct dir *dir, const char *domain)
 		return 1;
 	}
 	printf("domain %s added\n", domain);
+	printf("postmaster@%s goes to the first mailbox created in %s unless an alias says\n"
+	       "otherwise (RFC 5321 section 4.5.1): pillar alias add postmaster@%s TARGET\n",
+	       domain, domain, domain);
 	return 0;
+}
+
+static void count_alias(void *ctx, const char *address, const char *target)
+{
+	size_t *n = ctx;
+	static char last[DIR_ADDRESS_MAX + 1];
+
+	(void)target;
+	/* Rows come ordered by address: count each alias once. */
+	if (*n == 0 || strcmp(last, address) != 0)
+		(*n)++;
+	snprintf(last, sizeof(last), "%s", address);
 }
 
 static int domain_del(struct dir *dir, const struct config *cfg, const char *domain)
 {
 	const char *err;
 	char *path;
+	size_t aliases = 0;
 	int r = dir_domain_exists(dir, domain, &err);
 
 	if (r < 0) {
@@ -97,6 +118,10 @@ static int domain_del(struct dir *dir, const struct config *cfg, const char *dom
 	if (r == 0) {
 		cli_err("no such domain %s", domain);
 		return EX_NOUSER;
+	}
+	if (dir_alias_list(dir, domain, count_alias, &aliases, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
 	}
 	if (dir_domain_del(dir, domain, &err) < 0) {
 		cli_err("%s", err);
@@ -108,7 +133,11 @@ static int domain_del(struct dir *dir, const struct config *cfg, const char *dom
 	if (rmdir(path) < 0 && errno != ENOENT)
 		cli_err("note: %s was kept: %s", path, strerror(errno));
 	free(path);
-	printf("domain %s deleted\n", domain);
+	if (aliases > 0)
+		printf("domain %s deleted, with its %zu alias%s\n", domain, aliases,
+		       aliases == 1 ? "" : "es");
+	else
+		printf("domain %s deleted\n", domain);
 	return 0;
 }
 

@@ -28,7 +28,10 @@ static const struct command commands[] = {
     {"serve", "serve [-c FILE] [--foreground]", "run the server", cli_serve},
     {"check", "check [-c FILE] [--verbose]", "validate a config file", cli_check},
     {"domain", "domain add|del|list ...", "manage local domains", cli_domain},
-    {"user", "user add|del|passwd|list ...", "manage mailboxes", cli_user},
+    {"user", "user add|del|passwd|quota|list ...", "manage mailboxes", cli_user},
+    {"alias", "alias add|del|list ...", "manage aliases", cli_alias},
+    {"deliver", "deliver [-c FILE] [-f SENDER] RCPT...", "deliver a message from stdin",
+     cli_deliver},
     {"help", "help [COMMAND]", "show this help, or a command's", cli_help},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -1,4 +1,4 @@
-/* `pillar user add|del|passwd|list`: mailboxes. */
+/* `pillar user add|del|passwd|quota|list`: mailboxes. */
 #include "cli/cli.h"
 
 #include "auth/password.h"
@@ -24,24 +24,32 @@ static const char user_help[] =
     "usage: pillar user add ADDRESS [--password-stdin] [-c FILE]\n"
     "       pillar user del ADDRESS [--purge] [-c FILE]\n"
     "       pillar user passwd ADDRESS [--password-stdin] [-c FILE]\n"
+    "       pillar user quota ADDRESS [--bytes SIZE] [--messages N] [-c FILE]\n"
     "       pillar user list [DOMAIN] [--json] [-c FILE]\n"
     "\n"
     "Manage mailboxes. The domain must exist (pillar domain add). Without\n"
     "--password-stdin the password is asked for twice on the terminal.\n"
     "'user del' moves the Maildir to <state_dir>/deleted/<address>.<time>;\n"
-    "with --purge it is removed.\n"
+    "with --purge it is removed. The mailbox is also removed from every alias\n"
+    "that delivers to it.\n"
+    "'user quota' sets the limits a mailbox may hold (0 = no limit; a limit\n"
+    "not given stays as it is). A full mailbox refuses new mail with a\n"
+    "temporary error, so senders retry until it has room again.\n"
     "\n"
     "  -c, --config FILE   the config file\n"
     "      --password-stdin  read the password as one line from stdin\n"
     "      --purge         delete the mail too\n"
+    "      --bytes SIZE    quota in bytes; K, M and G multiply by 1024\n"
+    "      --messages N    quota in messages\n"
     "      --json          list as a JSON array\n"
     "  -h, --help          show this help\n";
 
-enum { OPT_PASSWORD_STDIN = 256, OPT_PURGE, OPT_JSON };
+enum { OPT_PASSWORD_STDIN = 256, OPT_PURGE, OPT_JSON, OPT_BYTES, OPT_MESSAGES };
 
 struct user_opts {
 	const char *conf;
 	bool password_stdin, purge, json;
+	const char *bytes, *messages; /* user quota: as given, NULL when not */
 };
 
 /* ---- list ---- */
@@ -273,7 +281,67 @@ static int user_passwd(struct dir *dir, const char *address, bool from_stdin)
 	return status;
 }
 
+/* ---- quota ---- */
+
+static void print_limit(uint64_t v, const char *unit)
+{
+	if (v == 0)
+		printf("no %s limit", unit);
+	else
+		printf("%llu %s%s", (unsigned long long)v, unit, v == 1 ? "" : "s");
+}
+
+static int user_quota(struct dir *dir, const char *address, const struct user_opts *o)
+{
+	struct dir_user user;
+	uint64_t bytes, messages;
+	const char *err;
+	int r = dir_user_lookup(dir, address, &user, &err);
+
+	OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
+	if (r <= 0) {
+		if (r == 0)
+			cli_err("no such mailbox %s", address);
+		else
+			cli_err("%s", err);
+		return r == 0 ? EX_NOUSER : 1;
+	}
+	bytes = user.quota_bytes;
+	messages = user.quota_messages;
+	/* Parsed (again) here only for the values; the syntax was checked
+	 * before the directory was opened. */
+	if (o->bytes != NULL)
+		parse_size(o->bytes, &bytes);
+	if (o->messages != NULL)
+		parse_uint(o->messages, strlen(o->messages), INT64_MAX, &messages);
+	if (dir_user_set_quota(dir, address, bytes, messages, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	printf("quota of %s: ", address);
+	print_limit(bytes, "byte");
+	printf(", ");
+	print_limit(messages, "message");
+	printf("\n");
+	return 0;
+}
+
 /* ---- del ---- */
+
+/* Aliases that name the mailbox as a target: dir_user_del removes those
+ * rows, and the command says which. */
+struct alias_refs {
+	const char *address;
+	struct strlist aliases;
+};
+
+static void find_alias_ref(void *ctx, const char *address, const char *target)
+{
+	struct alias_refs *ar = ctx;
+
+	if (strcmp(target, ar->address) == 0)
+		strlist_add(&ar->aliases, address);
+}
 
 /* Move the Maildir out of the way before the row goes, so that a failure
  * of either step can be undone and nothing is half-deleted. */
@@ -283,6 +351,7 @@ static int user_del(struct dir *dir, const struct config *cfg, const char *addre
 	char *moved = NULL, *deleted_dir = NULL;
 	const char *err;
 	struct stat st;
+	struct alias_refs ar = {.address = address};
 	int r, status = 0;
 
 	r = user_exists(dir, address);
@@ -291,6 +360,11 @@ static int user_del(struct dir *dir, const struct config *cfg, const char *addre
 			cli_err("no such mailbox %s", address);
 		free(path);
 		return r == 0 ? EX_NOUSER : 1;
+	}
+	if (dir_alias_list(dir, NULL, find_alias_ref, &ar, &err) < 0) {
+		cli_err("%s", err);
+		free(path);
+		return 1;
 	}
 
 	if (lstat(path, &st) == 0) {
@@ -349,7 +423,10 @@ static int user_del(struct dir *dir, const struct config *cfg, const char *addre
 	} else {
 		printf("mailbox %s deleted (it had no Maildir)\n", address);
 	}
+	for (size_t i = 0; i < ar.aliases.count; i++)
+		printf("alias %s no longer delivers to %s\n", ar.aliases.items[i], address);
 out:
+	strlist_free(&ar.aliases);
 	free(path);
 	free(moved);
 	free(deleted_dir);
@@ -365,6 +442,8 @@ int cli_user(int argc, char **argv)
 	    {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
 	    {"purge", no_argument, NULL, OPT_PURGE},
 	    {"json", no_argument, NULL, OPT_JSON},
+	    {"bytes", required_argument, NULL, OPT_BYTES},
+	    {"messages", required_argument, NULL, OPT_MESSAGES},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -374,7 +453,8 @@ int cli_user(int argc, char **argv)
 	const char *sub, *err, *arg = NULL;
 	struct config *cfg;
 	struct dir *dir;
-	bool list, add, del, passwd;
+	bool list, add, del, passwd, quota;
+	uint64_t v;
 	int c, status;
 
 	if (argc < 2) {
@@ -390,7 +470,8 @@ int cli_user(int argc, char **argv)
 	add = strcmp(sub, "add") == 0;
 	del = strcmp(sub, "del") == 0;
 	passwd = strcmp(sub, "passwd") == 0;
-	if (!list && !add && !del && !passwd)
+	quota = strcmp(sub, "quota") == 0;
+	if (!list && !add && !del && !passwd && !quota)
 		return cli_usage_err("user", "unknown user command '%s'", sub);
 
 	argc--;
@@ -411,6 +492,12 @@ int cli_user(int argc, char **argv)
 		case OPT_JSON:
 			o.json = true;
 			break;
+		case OPT_BYTES:
+			o.bytes = optarg;
+			break;
+		case OPT_MESSAGES:
+			o.messages = optarg;
+			break;
 		case 'h':
 			fputs(user_help, stdout);
 			return 0;
@@ -426,6 +513,16 @@ int cli_user(int argc, char **argv)
 		return cli_usage_err("user", "--purge is for user del");
 	if (o.json && !list)
 		return cli_usage_err("user", "--json is for user list");
+	if ((o.bytes != NULL || o.messages != NULL) && !quota)
+		return cli_usage_err("user", "--bytes and --messages are for user quota");
+	if (quota && o.bytes == NULL && o.messages == NULL)
+		return cli_usage_err("user", "user quota needs --bytes or --messages");
+	if (o.bytes != NULL && (parse_size(o.bytes, &v) < 0 || v > INT64_MAX))
+		return cli_usage_err("user", "bad --bytes '%s': a size such as 500M, 2G or 0",
+		                     o.bytes);
+	if (o.messages != NULL && parse_uint(o.messages, strlen(o.messages), INT64_MAX, &v) < 0)
+		return cli_usage_err("user", "bad --messages '%s': a number, 0 for no limit",
+		                     o.messages);
 	if (argc - optind > 1)
 		return cli_usage_err("user", "unexpected argument '%s'", argv[optind + 1]);
 	if (optind < argc)
@@ -456,6 +553,8 @@ int cli_user(int argc, char **argv)
 		status = user_add(dir, cfg, address, o.password_stdin);
 	else if (del)
 		status = user_del(dir, cfg, address, o.purge);
+	else if (quota)
+		status = user_quota(dir, address, &o);
 	else
 		status = user_passwd(dir, address, o.password_stdin);
 	dir_close(&dir);

@@ -392,3 +392,295 @@ def test_serve_fails_cleanly_when_port_is_taken(make_pillar):
         assert str(p.port).encode() in r.stderr
     finally:
         blocker.close()
+
+
+# -- aliases, quotas and pillar deliver -------------------------------------------
+
+EX_USAGE, EX_DATAERR, EX_NOUSER, EX_CANTCREAT, EX_TEMPFAIL = 64, 65, 67, 73, 75
+
+
+def users(conf, *addresses, domain="example.test"):
+    c = ["-c", conf]
+    if domain:
+        assert run("domain", "add", *c, domain).returncode == 0
+    for a in addresses:
+        r = run("user", "add", *c, a, "--password-stdin", input="pw-123456\n")
+        assert r.returncode == 0, r.stderr_text
+
+
+def maildir(conf, address):
+    local, domain = address.split("@")
+    return Path(conf).parent / "mail" / domain / local
+
+
+def stored(conf, address):
+    """Contents of the messages in new/, checking every name's S= and W=."""
+    out = []
+    d = maildir(conf, address) / "new"
+    for name in sorted(os.listdir(d)):
+        data = (d / name).read_bytes()
+        m = re.match(r"^([\x21-\x7e]{1,70}?),S=(\d+),W=(\d+)$", name)
+        assert m, name
+        assert int(m.group(2)) == len(data), name
+        assert int(m.group(3)) == len(data) + data.count(b"\n") - data.count(b"\r\n"), name
+        out.append(data)
+    return out
+
+
+def leftovers(conf):
+    """Files in the spool and in any mailbox's tmp/: none after a delivery."""
+    mail = Path(conf).parent / "mail"
+    found = []
+    for dirpath, _, files in os.walk(mail):
+        if dirpath.endswith("/tmp") or "/.spool" in dirpath + "/":
+            found += [os.path.join(dirpath, f) for f in files]
+    return found
+
+
+def deliver(conf, *args, input=b"Subject: t\n\nhello\n"):
+    return run("deliver", "-c", conf, *args, input=input)
+
+
+def test_domain_add_mentions_postmaster(workdir):
+    conf = inst(workdir)
+    r = run("domain", "add", "-c", conf, "example.test")
+    assert r.returncode == 0, r.stderr_text
+    assert "postmaster@example.test" in r.stdout_text
+    assert "first mailbox" in r.stdout_text
+
+
+def test_alias_add_list_del(workdir):
+    conf = inst(workdir)
+    c = ["-c", conf]
+    users(conf, "a@example.test", "b@example.test")
+    r = run("alias", "add", *c, "Team@example.test", "a@example.test", "B@example.test")
+    assert r.returncode == 0, r.stderr_text
+    assert run("alias", "add", *c, "all@example.test", "team@example.test").returncode == 0
+    out = run("alias", "list", *c).stdout_text
+    assert re.search(r"^team@example\.test\s+a@example\.test, b@example\.test$", out, re.M), out
+    assert re.search(r"^all@example\.test\s+team@example\.test$", out, re.M), out
+    js = json.loads(run("alias", "list", *c, "--json").stdout_text)
+    assert {"address": "team@example.test", "targets": ["a@example.test", "b@example.test"]} in js
+    assert json.loads(run("alias", "list", *c, "example.test", "--json").stdout_text) == js
+
+    # refusals: one line, a precise status, and nothing changed
+    r = run("alias", "add", *c, "x@example.test", "nobody@example.test")
+    assert_error(r, "nobody@example.test")
+    assert r.returncode == EX_NOUSER
+    r = run("alias", "add", *c, "x@other.example", "a@example.test")
+    assert_error(r, "other.example")
+    assert r.returncode == EX_NOUSER
+    r = run("alias", "add", *c, "a@example.test", "b@example.test")
+    assert_error(r, "a@example.test")
+    assert r.returncode == EX_CANTCREAT
+    r = run("alias", "add", *c, "team@example.test", "all@example.test")
+    assert_error(r, "loop")
+    assert r.returncode == EX_DATAERR
+    # a refused target takes back the ones before it in the same command
+    r = run("alias", "add", *c, "new@example.test", "a@example.test", "new@example.test")
+    assert r.returncode != 0
+    assert "new@example.test" not in run("alias", "list", *c).stdout_text
+    assert run("alias", "add", *c).returncode == EX_USAGE
+    assert run("alias", "add", *c, "x@example.test").returncode == EX_USAGE
+    assert run("alias", "add", *c, "bad address", "a@example.test").returncode == EX_DATAERR
+
+    # del one target, then the alias
+    r = run("alias", "del", *c, "team@example.test", "b@example.test")
+    assert r.returncode == 0, r.stderr_text
+    assert re.search(r"^team@example\.test\s+a@example\.test$",
+                     run("alias", "list", *c).stdout_text, re.M)
+    r = run("alias", "del", *c, "team@example.test", "b@example.test")
+    assert_error(r, "b@example.test")
+    assert r.returncode == EX_NOUSER
+    assert run("alias", "del", *c, "all@example.test").returncode == 0
+    r = run("alias", "del", *c, "all@example.test")
+    assert_error(r, "all@example.test")
+    assert r.returncode == EX_NOUSER
+    assert "all@" not in run("alias", "list", *c).stdout_text
+
+
+def test_user_del_removes_the_mailbox_from_aliases(workdir):
+    conf = inst(workdir)
+    c = ["-c", conf]
+    users(conf, "a@example.test", "b@example.test")
+    assert run("alias", "add", *c, "team@example.test", "a@example.test", "b@example.test").returncode == 0
+    r = run("user", "del", *c, "b@example.test")
+    assert r.returncode == 0, r.stderr_text
+    assert "team@example.test" in r.stdout_text
+    out = run("alias", "list", *c).stdout_text
+    assert "b@example.test" not in out and "a@example.test" in out
+
+
+def test_user_quota(workdir):
+    conf = inst(workdir)
+    c = ["-c", conf]
+    users(conf, "a@example.test")
+    r = run("user", "quota", *c, "a@example.test", "--bytes", "10M", "--messages", "500")
+    assert r.returncode == 0, r.stderr_text
+    js = json.loads(run("user", "list", *c, "--json").stdout_text)
+    assert js[0]["quota_bytes"] == 10 * 1024 * 1024 and js[0]["quota_messages"] == 500
+    # one limit at a time; the other stays
+    assert run("user", "quota", *c, "a@example.test", "--bytes", "0").returncode == 0
+    js = json.loads(run("user", "list", *c, "--json").stdout_text)
+    assert js[0]["quota_bytes"] == 0 and js[0]["quota_messages"] == 500
+    for bad in (["--bytes", "10X"], ["--messages", "-1"], ["--messages", "1K"], []):
+        r = run("user", "quota", *c, "a@example.test", *bad)
+        assert_error(r)
+        assert r.returncode == EX_USAGE, bad
+    r = run("user", "quota", *c, "nobody@example.test", "--bytes", "1G")
+    assert_error(r, "nobody@example.test")
+    assert r.returncode == EX_NOUSER
+
+
+def test_deliver_stores_lf_and_every_other_byte(workdir):
+    conf = inst(workdir)
+    users(conf, "a@example.test")
+    body = bytes(range(256)) + b"\r\nline two\r\nbare CR \r here\r\n\r\n.\r\n..dots\r\nlast"
+    msg = b"From: s@remote.example\r\nSubject: 8-bit\r\n\r\n" + body
+    r = deliver(conf, "-f", "s@remote.example", "a@example.test", input=msg)
+    assert r.returncode == 0, r.stderr_text
+    assert r.stderr_text == ""
+    [data] = stored(conf, "a@example.test")
+    m = re.match(rb"Return-Path: <s@remote\.example>\n"
+                 rb"Received: from local \(uid \d+\) by \S+ \(Pillar\) with local id \S+; "
+                 rb"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\n", data)
+    assert m, data[:300]
+    assert data[m.end():] == msg.replace(b"\r\n", b"\n")
+    assert b"\r here" in data  # a bare CR is kept
+    assert leftovers(conf) == []
+
+
+def test_deliver_null_sender_and_lf_input(workdir):
+    conf = inst(workdir)
+    users(conf, "a@example.test")
+    for sender in ([], ["-f", ""], ["-f", "<>"]):
+        r = deliver(conf, *sender, "a@example.test", input=b"Subject: n\n\nx\n")
+        assert r.returncode == 0, r.stderr_text
+    for data in stored(conf, "a@example.test"):
+        assert data.startswith(b"Return-Path: <>\n")
+        assert data.endswith(b"\nSubject: n\n\nx\n")
+
+
+def test_deliver_aliases_postmaster_and_one_copy_per_mailbox(workdir):
+    conf = inst(workdir)
+    c = ["-c", conf]
+    users(conf, "first@example.test", "a@example.test", "b@example.test")
+    assert run("alias", "add", *c, "team@example.test", "a@example.test", "b@example.test").returncode == 0
+    r = deliver(conf, "team@example.test", "A@Example.Test", "postmaster@example.test")
+    assert r.returncode == 0, r.stderr_text
+    assert len(stored(conf, "a@example.test")) == 1
+    assert len(stored(conf, "b@example.test")) == 1
+    assert len(stored(conf, "first@example.test")) == 1  # postmaster: the first mailbox
+    # the copies share one file on one file system
+    inodes = {os.stat(maildir(conf, a) / "new" / os.listdir(maildir(conf, a) / "new")[0]).st_ino
+              for a in ("a@example.test", "b@example.test", "first@example.test")}
+    assert len(inodes) == 1
+    assert deliver(conf, "<Postmaster>").returncode == 0
+    assert len(stored(conf, "first@example.test")) == 2
+    assert leftovers(conf) == []
+
+
+@pytest.mark.parametrize("args,status,words", [
+    ([], EX_USAGE, ["rcpt"]),
+    (["--bogus", "a@example.test"], EX_USAGE, ["--bogus"]),
+    (["not an address"], EX_USAGE, ["not an address"]),
+    (["-f", "bad sender", "a@example.test"], EX_USAGE, ["bad sender"]),
+    (["nobody@example.test"], EX_NOUSER, ["nobody@example.test"]),
+    (["a@example.test", "nobody@example.test"], EX_NOUSER, ["nobody@example.test"]),
+    (["a@elsewhere.example"], EX_NOUSER, ["a@elsewhere.example"]),
+])
+def test_deliver_refusals(workdir, args, status, words):
+    conf = inst(workdir)
+    users(conf, "a@example.test")
+    r = deliver(conf, *args)
+    assert_error(r, *words)
+    assert r.returncode == status
+    assert stored(conf, "a@example.test") == []
+    assert leftovers(conf) == []
+
+
+def test_deliver_too_large_is_permanent(workdir):
+    conf = inst(workdir)
+    users(conf, "a@example.test")
+    set_key(conf, "max_message_size", "1K")
+    ok = b"Subject: s\r\n\r\n" + b"x" * 900
+    assert deliver(conf, "a@example.test", input=ok).returncode == 0
+    r = deliver(conf, "a@example.test", input=b"Subject: s\r\n\r\n" + b"x" * 2000)
+    assert_error(r, "max_message_size")
+    assert r.returncode == EX_CANTCREAT
+    assert len(stored(conf, "a@example.test")) == 1
+    assert leftovers(conf) == []
+
+
+def test_deliver_missing_maildir_is_permanent(workdir):
+    conf = inst(workdir)
+    users(conf, "a@example.test")
+    import shutil
+
+    shutil.rmtree(maildir(conf, "a@example.test"))
+    r = deliver(conf, "a@example.test")
+    assert_error(r, "a@example.test")
+    assert r.returncode == EX_CANTCREAT
+    assert leftovers(conf) == []
+
+
+def test_deliver_over_quota_is_temporary(workdir):
+    conf = inst(workdir)
+    c = ["-c", conf]
+    users(conf, "a@example.test", "b@example.test")
+    assert run("user", "quota", *c, "a@example.test", "--messages", "1").returncode == 0
+    assert deliver(conf, "a@example.test").returncode == 0
+    # full at the start: nothing stored, for either recipient
+    r = deliver(conf, "b@example.test", "a@example.test")
+    assert_error(r, "a@example.test", "quota")
+    assert r.returncode == EX_TEMPFAIL
+    assert len(stored(conf, "a@example.test")) == 1
+    assert stored(conf, "b@example.test") == []
+    # room, but not for this message
+    assert run("user", "quota", *c, "b@example.test", "--bytes", "1K").returncode == 0
+    r = deliver(conf, "b@example.test", input=b"Subject: big\n\n" + b"y" * 1500)
+    assert_error(r, "b@example.test", "quota")
+    assert r.returncode == EX_TEMPFAIL
+    assert stored(conf, "b@example.test") == []
+    assert leftovers(conf) == []
+    # limits lifted: it goes through
+    assert run("user", "quota", *c, "a@example.test", "--messages", "0").returncode == 0
+    assert deliver(conf, "a@example.test").returncode == 0
+    assert len(stored(conf, "a@example.test")) == 2
+
+
+def test_deliver_then_fetch_over_pop3(alice):
+    import poplib
+
+    body = "Grüße\r\n.leading dot\r\n".encode() + bytes(range(0x80, 0x100)) + b"\r\n"
+    msg = b"From: s@remote.example\r\nSubject: fetch me\r\n\r\n" + body
+    r = alice.cli("deliver", "-f", "s@remote.example", USER, input=msg)
+    assert r.returncode == 0, r.stderr_text
+    pop = poplib.POP3("127.0.0.1", alice.port, timeout=15)
+    try:
+        pop.user(USER)
+        pop.pass_(PASSWORD)
+        count, size = pop.stat()
+        assert count == 1
+        _, lines, octets = pop.retr(1)
+        got = b"\r\n".join(lines) + b"\r\n"
+        assert lines[0] == b"Return-Path: <s@remote.example>"
+        assert lines[1].startswith(b"Received: from local")
+        assert got.endswith(msg)
+        # LIST size: the stored file with CRLF line ends
+        assert size == len(got)
+        pop.quit()
+    finally:
+        pop.close()
+
+
+def test_help_lists_alias_and_deliver():
+    r = run("help")
+    assert "alias" in r.stdout_text and "deliver" in r.stdout_text
+    for sub in (["alias"], ["deliver"]):
+        r = run(*sub, "--help")
+        assert r.returncode == 0, (sub, r.stderr_text)
+        assert r.stdout_text.startswith("usage: pillar " + sub[0])
+    text = run("deliver", "--help").stdout_text
+    for code in ("64", "67", "73", "75"):
+        assert code in text
