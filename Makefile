@@ -10,7 +10,7 @@ PREFIX  ?= /usr/local
 SANITIZE ?= 0
 
 # Debian packages the build and the tests need; installed only when missing.
-BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libcrypt-dev libssl-dev
+BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libcrypt-dev libssl-dev libgsasl-dev
 TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl
 
 ifeq ($(SANITIZE),1)
@@ -21,7 +21,7 @@ BUILD    := build/release
 SANFLAGS :=
 endif
 
-PKG_LIBS := libevent_core libevent_pthreads sqlite3 libcrypto libcrypt
+PKG_LIBS := libevent_core libevent_pthreads sqlite3 libcrypto libcrypt libgsasl
 WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes -Werror
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Isrc \
