@@ -449,6 +449,13 @@ def set_key(conf: Path, key, value) -> int:
     return lineno
 
 
+def unset_key(conf: Path, key):
+    """Remove every `key = ...` line from a config file."""
+    pat = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    lines = [l for l in conf.read_text().splitlines() if not pat.match(l)]
+    conf.write_text("\n".join(lines) + "\n")
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while True:
@@ -485,6 +492,10 @@ class Pillar:
         assert r.returncode == 0, f"pillar init failed: {r.stderr.decode(errors='replace')}"
         settings = dict(settings)
         settings.setdefault("pop3_listen", f"127.0.0.1:{self.port}")
+        # The listeners `pillar init` writes (fixed demo ports) are replaced by
+        # free ports, or removed when the test does not ask for them.
+        unset_key(self.conf, "smtp_listen")
+        unset_key(self.conf, "lmtp_listen")
         self.configure(**settings)
         if self.smtp_port:
             set_key(self.conf, "smtp_listen", f"127.0.0.1:{self.smtp_port}")
