@@ -21,7 +21,7 @@ BUILD    := build/release
 SANFLAGS :=
 endif
 
-PKG_LIBS := libevent_core libevent_pthreads sqlite3 libcrypto libcrypt libgsasl
+PKG_LIBS := libevent_core libevent_pthreads libevent_openssl sqlite3 libssl libcrypto libcrypt libgsasl
 WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes -Werror
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Isrc \

@@ -11,6 +11,7 @@
 struct event_base;
 struct pool;
 struct config;
+struct tls_ctx;
 
 struct env_client {
 	struct env_client *prev, *next;
@@ -23,6 +24,7 @@ struct worker_env {
 	struct event_base *base;
 	struct pool *pool;
 	const struct config *cfg;
+	struct tls_ctx *tls;       /* NULL when no certificate is configured */
 	struct env_client clients; /* list head */
 	size_t nclients;
 	bool stopping;  /* no new sessions; exit when the last one is gone */

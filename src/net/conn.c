@@ -4,6 +4,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -29,11 +31,13 @@ struct conn {
 	struct event *deadline;
 	bool discarding;
 	bool paused;
-	bool eof;        /* the client half-closed; finish buffered lines */
-	bool closing;    /* no more events but `closed` */
-	bool freeing;    /* free is scheduled */
-	bool in_process; /* guards against re-entering conn_process */
-	bool raw;        /* deliver bytes, not lines */
+	bool eof;         /* the client half-closed; finish buffered lines */
+	bool closing;     /* no more events but `closed` */
+	bool freeing;     /* free is scheduled */
+	bool in_process;  /* guards against re-entering conn_process */
+	bool raw;         /* deliver bytes, not lines */
+	bool tls;         /* the bufferevent is a TLS one */
+	bool handshaking; /* no lines until the TLS handshake completes */
 	bool loopback;
 	enum conn_close_reason reason;
 	void (*on_free)(void *arg, struct conn *c);
@@ -105,6 +109,18 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 
 	if (c->freeing)
 		return;
+	if (what & BEV_EVENT_CONNECTED) {
+		/* The TLS handshake is done. */
+		c->handshaking = false;
+		if (c->h->tls_ready != NULL)
+			c->h->tls_ready(c->ctx);
+		conn_process(c);
+		return;
+	}
+	if ((what & BEV_EVENT_ERROR) && c->tls && c->handshaking) {
+		conn_finish(c, CONN_CLOSE_TLS);
+		return;
+	}
 	if (what & BEV_EVENT_EOF) {
 		c->eof = true;
 		if (c->closing) {
@@ -138,22 +154,101 @@ static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_eventcb(((struct conn *)arg)->bev, BEV_EVENT_TIMEOUT, arg);
 }
 
-struct conn *conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
-                      socklen_t peerlen)
+static void conn_setup_bev(struct conn *c)
+{
+	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_MAX_READAHEAD);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
+	if (c->tls) /* clients that just close without close_notify are normal */
+		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+}
+
+static struct conn *conn_alloc(struct event_base *base, const struct sockaddr *peer,
+                               socklen_t peerlen)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 
 	c->base = base;
-	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL)
-		abort();
 	net_peer_string(peer, peerlen, c->peer, sizeof(c->peer));
 	c->loopback = net_is_loopback(peer);
 	net_peer_key(peer, c->peer_key);
-	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_MAX_READAHEAD);
-	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
 	return c;
+}
+
+struct conn *conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
+                      socklen_t peerlen)
+{
+	struct conn *c = conn_alloc(base, peer, peerlen);
+
+	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		abort();
+	conn_setup_bev(c);
+	return c;
+}
+
+struct conn *conn_new_tls(struct event_base *base, int fd, const struct sockaddr *peer,
+                          socklen_t peerlen, SSL *ssl)
+{
+	struct conn *c = conn_alloc(base, peer, peerlen);
+
+	c->bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                        BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		abort();
+	c->tls = true;
+	c->handshaking = true;
+	conn_setup_bev(c);
+	return c;
+}
+
+void conn_starttls(struct conn *c, SSL *ssl)
+{
+	struct bufferevent *plain = c->bev;
+	struct evbuffer *in = bufferevent_get_input(plain);
+
+	/* Whatever the client pipelined after the command is dropped here
+	 * (RFC 3207 §4.2 forbids acting on it); bytes still in flight reach
+	 * the TLS layer and fail the handshake instead. */
+	evbuffer_drain(in, evbuffer_get_length(in));
+	c->discarding = false;
+	/* The plaintext reply already queued on `plain` is written before any
+	 * TLS record, which the filter appends after it. */
+	c->bev = bufferevent_openssl_filter_new(c->base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                        BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		abort();
+	c->tls = true;
+	c->handshaking = true;
+	conn_setup_bev(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+bool conn_is_tls(const struct conn *c)
+{
+	return c->tls && !c->handshaking;
+}
+
+const char *conn_tls_info(const struct conn *c, char *buf, size_t size)
+{
+	SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	if (ssl == NULL)
+		snprintf(buf, size, "%s", "");
+	else
+		snprintf(buf, size, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	return buf;
+}
+
+int conn_tls_exporter(const struct conn *c, unsigned char out[32])
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+	SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+
+	if (ssl == NULL || SSL_version(ssl) != TLS1_3_VERSION)
+		return -1;
+	return SSL_export_keying_material(ssl, out, 32, label, sizeof(label) - 1, NULL, 0, 0) == 1
+	           ? 0
+	           : -1;
 }
 
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line)
@@ -221,7 +316,7 @@ static void conn_process(struct conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	char line[CONN_LINE_MAX + 1];
 
-	if (c->in_process)
+	if (c->in_process || c->handshaking)
 		return;
 	c->in_process = true;
 	while (!c->paused && !c->closing) {

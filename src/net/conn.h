@@ -25,6 +25,7 @@
 struct event_base;
 struct evbuffer;
 struct conn;
+typedef struct ssl_st SSL;
 
 /* Longest line any protocol accepts; per-protocol limits are lower. */
 #define CONN_LINE_MAX 4096
@@ -42,6 +43,7 @@ enum conn_close_reason {
 	CONN_CLOSE_ERROR,   /* socket error */
 	CONN_CLOSE_TIMEOUT, /* idle or deadline timeout, after `timeout` */
 	CONN_CLOSE_FLOOD,   /* a line kept growing past CONN_MAX_DISCARD */
+	CONN_CLOSE_TLS,     /* the TLS handshake or a TLS record failed */
 };
 
 struct conn_handler {
@@ -60,12 +62,35 @@ struct conn_handler {
 	/* The idle timeout or the deadline expired. The protocol may write a
 	 * last reply; the connection is closed after it. */
 	void (*timeout)(void *ctx);
+	/* The TLS handshake has completed (implicit TLS or after
+	 * conn_starttls); lines flow again after this returns. Optional. */
+	void (*tls_ready)(void *ctx);
 	/* The connection is gone; last event. Free ctx here (or later). */
 	void (*closed)(void *ctx, enum conn_close_reason why);
 };
 
 struct conn *conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
                       socklen_t peerlen);
+
+/* The same over implicit TLS (RFC 8314): the handshake starts at once;
+ * output queued before it completes is sent after it. Takes ownership of
+ * ssl. */
+struct conn *conn_new_tls(struct event_base *base, int fd, const struct sockaddr *peer,
+                          socklen_t peerlen, SSL *ssl);
+
+/* STLS / STARTTLS (RFC 2595, RFC 3207): call right after queueing the
+ * positive reply. Input the client sent after the command is discarded —
+ * never executed as commands, before or after the handshake (the STARTTLS
+ * injection defence) — the reply goes out in plaintext, and the handshake
+ * follows. No line is delivered until `tls_ready`. Takes ownership of ssl. */
+void conn_starttls(struct conn *c, SSL *ssl);
+
+bool conn_is_tls(const struct conn *c);
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" without TLS. */
+const char *conn_tls_info(const struct conn *c, char *buf, size_t size);
+/* RFC 9266 tls-exporter channel binding (32 octets): only on TLS 1.3.
+ * Returns 0 or -1. */
+int conn_tls_exporter(const struct conn *c, unsigned char out[32]);
 
 /* Set who receives events. Switching handlers (the login hand-off) keeps
  * buffered input, which the new handler then receives. */

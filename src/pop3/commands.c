@@ -21,6 +21,8 @@ static const struct pop3_command commands[] = {
     {"RSET", POP3_TRANSACTION, 0, 0, NULL, pop3_mail_rset},
     {"TOP", POP3_TRANSACTION, 2, 2, NULL, pop3_mail_top},
     {"UIDL", POP3_TRANSACTION, 0, 1, NULL, pop3_mail_uidl},
+    /* RFC 2595 */
+    {"STLS", POP3_AUTHORIZATION, 0, 0, pop3_login_stls, NULL},
     /* RFC 2449 */
     {"CAPA", POP3_AUTHORIZATION | POP3_TRANSACTION, 0, 0, pop3_login_capa, pop3_mail_capa},
 };
@@ -65,13 +67,20 @@ const struct pop3_command *pop3_command_check(struct conn *conn, enum pop3_state
 	return row;
 }
 
-void pop3_write_capa(struct conn *conn, enum pop3_state state, bool user_allowed)
+bool pop3_stls_available(const struct worker_env *env, const struct conn *conn)
 {
+	return env->tls != NULL && !conn_is_tls(conn);
+}
+
+void pop3_write_capa(const struct worker_env *env, struct conn *conn, enum pop3_state state)
+{
+	bool login = state == POP3_AUTHORIZATION;
+
 	conn_printf(conn,
 	            "+OK capability list follows\r\n"
 	            "TOP\r\n"
 	            "UIDL\r\n"
-	            "%s"
+	            "%s%s"
 	            "RESP-CODES\r\n"
 	            "AUTH-RESP-CODE\r\n"
 	            "PIPELINING\r\n"
@@ -79,7 +88,8 @@ void pop3_write_capa(struct conn *conn, enum pop3_state state, bool user_allowed
 	            "LOGIN-DELAY 0\r\n"
 	            "IMPLEMENTATION Pillar\r\n"
 	            ".\r\n",
-	            state == POP3_AUTHORIZATION && user_allowed ? "USER\r\n" : "");
+	            login && pop3_plaintext_allowed(env, conn) ? "USER\r\n" : "",
+	            login && pop3_stls_available(env, conn) ? "STLS\r\n" : "");
 }
 
 bool pop3_plaintext_allowed(const struct worker_env *env, const struct conn *conn)
@@ -90,8 +100,8 @@ bool pop3_plaintext_allowed(const struct worker_env *env, const struct conn *con
 	case PLAINTEXT_AUTH_NEVER:
 		return false;
 	case PLAINTEXT_AUTH_TLS:
-		/* No TLS yet in this build: only loopback is secure. */
-		return conn_peer_loopback(conn);
+		/* Loopback never leaves the machine: as safe as TLS. */
+		return conn_is_tls(conn) || conn_peer_loopback(conn);
 	}
 	return false;
 }

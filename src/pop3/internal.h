@@ -46,8 +46,11 @@ struct pop3_command {
 const struct pop3_command *pop3_command_check(struct conn *conn, enum pop3_state state, char *line,
                                               size_t len, struct pop3_cmd *cmd);
 
-/* The CAPA response (RFC 2449 §5) for the given state. */
-void pop3_write_capa(struct conn *conn, enum pop3_state state, bool user_allowed);
+/* The CAPA response (RFC 2449 §5): what this connection may use now. */
+void pop3_write_capa(const struct worker_env *env, struct conn *conn, enum pop3_state state);
+
+/* Whether STLS is offered (a certificate is configured, not yet on TLS). */
+bool pop3_stls_available(const struct worker_env *env, const struct conn *conn);
 
 /* Whether USER/PASS may be used on this connection (plaintext_auth). */
 bool pop3_plaintext_allowed(const struct worker_env *env, const struct conn *conn);
@@ -69,6 +72,7 @@ int pop3_login_pass(struct pop3_login *l, const struct pop3_cmd *cmd);
 int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd);
 int pop3_login_capa(struct pop3_login *l, const struct pop3_cmd *cmd);
 int pop3_login_quit(struct pop3_login *l, const struct pop3_cmd *cmd);
+int pop3_login_stls(struct pop3_login *l, const struct pop3_cmd *cmd);
 
 int pop3_mail_stat(struct pop3_session *s, const struct pop3_cmd *cmd);
 int pop3_mail_list(struct pop3_session *s, const struct pop3_cmd *cmd);

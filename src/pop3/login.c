@@ -15,6 +15,7 @@
 #include "core/text.h"
 #include "core/util.h"
 #include "net/conn.h"
+#include "net/tls.h"
 #include "pop3/internal.h"
 #include "pop3/pop3.h"
 
@@ -97,7 +98,11 @@ static void login_closed(void *ctx, enum conn_close_reason why)
 {
 	struct pop3_login *l = ctx;
 
-	if (why == CONN_CLOSE_EOF || why == CONN_CLOSE_ERROR || why == CONN_CLOSE_FLOOD)
+	if (why == CONN_CLOSE_TLS) {
+		char err[160];
+		log_info("sid=%s event=disconnect reason=tls-failed rip=%s error=\"%s\"", l->sid,
+		         conn_peer(l->conn), tls_last_error(err, sizeof(err)));
+	} else if (why == CONN_CLOSE_EOF || why == CONN_CLOSE_ERROR || why == CONN_CLOSE_FLOOD)
 		log_info("sid=%s event=disconnect reason=%s rip=%s", l->sid,
 		         why == CONN_CLOSE_FLOOD ? "line-flood" : "client-gone",
 		         conn_peer(l->conn));
@@ -150,7 +155,7 @@ void pop3_accept(struct worker_env *env, struct conn *conn)
 int pop3_login_capa(struct pop3_login *l, const struct pop3_cmd *cmd)
 {
 	(void)cmd;
-	pop3_write_capa(l->conn, POP3_AUTHORIZATION, pop3_plaintext_allowed(l->env, l->conn));
+	pop3_write_capa(l->env, l->conn, POP3_AUTHORIZATION);
 	return 0;
 }
 
@@ -171,13 +176,41 @@ int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd)
 	return 0;
 }
 
-int pop3_login_user(struct pop3_login *l, const struct pop3_cmd *cmd)
+/* plaintext_auth forbids USER/PASS here: say what would work instead. */
+static int refuse_plaintext(struct pop3_login *l)
 {
-	if (!pop3_plaintext_allowed(l->env, l->conn)) {
-		conn_printf(l->conn, "-ERR [AUTH] plaintext authentication is not allowed on "
-		                     "this connection\r\n");
+	if (pop3_stls_available(l->env, l->conn))
+		conn_printf(l->conn, "-ERR [AUTH] plaintext authentication needs TLS here: "
+		                     "use STLS first\r\n");
+	else
+		conn_printf(l->conn, "-ERR [AUTH] plaintext authentication is disabled on this "
+		                     "connection\r\n");
+	return -1;
+}
+
+int pop3_login_stls(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	(void)cmd;
+	if (conn_is_tls(l->conn)) {
+		conn_printf(l->conn, "-ERR TLS is already active\r\n");
 		return -1;
 	}
+	SSL *ssl = l->env->tls != NULL ? tls_ssl_new(l->env->tls) : NULL;
+	if (ssl == NULL) {
+		conn_printf(l->conn, "-ERR STLS is not available on this server\r\n");
+		return -1;
+	}
+	/* RFC 2595 §4: a USER given before TLS does not carry over. */
+	l->have_user = false;
+	conn_printf(l->conn, "+OK begin TLS negotiation\r\n");
+	conn_starttls(l->conn, ssl);
+	return 0;
+}
+
+int pop3_login_user(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	if (!pop3_plaintext_allowed(l->env, l->conn))
+		return refuse_plaintext(l);
 	size_t len = strlen(cmd->argv[0]);
 	if (len >= sizeof(l->user)) {
 		/* Too long to be anybody: remember nothing, fail at PASS like
@@ -232,7 +265,9 @@ static void login_succeeded(struct pop3_login *l, const char *address)
 	memcpy(h.sid, l->sid, sizeof(h.sid));
 	snprintf(h.user, sizeof(h.user), "%s", address);
 	h.connected_ms = l->connected_ms;
-	log_info("sid=%s event=login user=%s rip=%s", l->sid, address, conn_peer(l->conn));
+	char tls[96];
+	log_info("sid=%s event=login user=%s rip=%s tls=\"%s\"", l->sid, address,
+	         conn_peer(l->conn), conn_tls_info(l->conn, tls, sizeof(tls)));
 	conn_set_deadline(l->conn, 0);
 	/* From here the connection belongs to the mail side. The session
 	 * registers before the login unregisters, so a draining worker never
@@ -299,11 +334,8 @@ static void login_auth_work(void *arg)
 
 int pop3_login_pass(struct pop3_login *l, const struct pop3_cmd *cmd)
 {
-	if (!pop3_plaintext_allowed(l->env, l->conn)) {
-		conn_printf(l->conn, "-ERR [AUTH] plaintext authentication is not allowed on "
-		                     "this connection\r\n");
-		return -1;
-	}
+	if (!pop3_plaintext_allowed(l->env, l->conn))
+		return refuse_plaintext(l);
 	if (!l->have_user) {
 		conn_printf(l->conn, "-ERR USER first\r\n");
 		return -1;

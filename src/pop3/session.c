@@ -481,7 +481,7 @@ int pop3_mail_rset(struct pop3_session *s, const struct pop3_cmd *cmd)
 int pop3_mail_capa(struct pop3_session *s, const struct pop3_cmd *cmd)
 {
 	(void)cmd;
-	pop3_write_capa(s->conn, POP3_TRANSACTION, false);
+	pop3_write_capa(s->env, s->conn, POP3_TRANSACTION);
 	return 0;
 }
 

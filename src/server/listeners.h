@@ -34,8 +34,9 @@ void listeners_close(struct listener_set *set, int unlink_paths);
 /* The worker process: serves the listeners until told to stop. Returns the
  * process exit status. */
 struct iplimit;
+struct tls_ctx;
 /* `slot` identifies this worker among all live ones (for the per-IP table). */
-int worker_main(const struct config *cfg, const struct listener_set *set, struct iplimit *ipl,
-                unsigned slot);
+int worker_main(const struct config *cfg, const struct listener_set *set, struct tls_ctx *tls,
+                struct iplimit *ipl, unsigned slot);
 
 #endif

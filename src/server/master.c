@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "net/tls.h"
 #include "server/iplimit.h"
 #include "server/listeners.h"
 
@@ -51,6 +52,7 @@ struct master {
 	uint64_t stop_deadline_ms;
 	char *pidfile;
 	struct iplimit *ipl;
+	struct tls_ctx *tls;
 };
 
 static unsigned slot_number(const struct master *m, const struct worker_slot *slot)
@@ -70,7 +72,8 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		close(m->sigfd);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
-		int status = worker_main(m->cfg, &m->listeners, m->ipl, slot_number(m, slot));
+		int status =
+		    worker_main(m->cfg, &m->listeners, m->tls, m->ipl, slot_number(m, slot));
 		exit(status);
 	}
 	slot->pid = pid;
@@ -161,6 +164,17 @@ static void reap(struct master *m)
 	}
 }
 
+/* Certificates are read here, as root, so key files may stay private. */
+static int load_tls(const struct config *cfg, struct tls_ctx **tls_r, char *err, size_t errlen)
+{
+	*tls_r = NULL;
+	if (cfg->tls_cert == NULL)
+		return 0;
+	const char *certs[] = {cfg->tls_cert}, *keys[] = {cfg->tls_key};
+	*tls_r = tls_ctx_new(certs, keys, 1, err, errlen);
+	return *tls_r == NULL ? -1 : 0;
+}
+
 static void reload(struct master *m)
 {
 	struct config *cfg;
@@ -173,12 +187,22 @@ static void reload(struct master *m)
 		return;
 	}
 	struct listener_set fresh;
+	struct tls_ctx *tls;
 	char err[512];
-	if (listeners_bind(cfg, &m->listeners, &fresh, err, sizeof(err)) < 0) {
+	if (load_tls(cfg, &tls, err, sizeof(err)) < 0) {
 		log_error("reload refused: %s", err);
 		config_free(&cfg);
 		return;
 	}
+	if (listeners_bind(cfg, &m->listeners, &fresh, err, sizeof(err)) < 0) {
+		log_error("reload refused: %s", err);
+		tls_ctx_free(&tls);
+		config_free(&cfg);
+		return;
+	}
+	/* The old workers keep their own copy of the old context. */
+	tls_ctx_free(&m->tls);
+	m->tls = tls;
 	/* What the new config no longer names is closed here; the old
 	 * workers close their copies when they drain. */
 	listeners_close(&m->listeners, 1);
@@ -310,8 +334,14 @@ int server_run(struct config *cfg, bool foreground)
 		config_free(&m.cfg);
 		return 1;
 	}
+	if (load_tls(cfg, &m.tls, err, sizeof(err)) < 0) {
+		log_error("cannot load the TLS certificate: %s", err);
+		config_free(&m.cfg);
+		return 1;
+	}
 	if (listeners_bind(cfg, NULL, &m.listeners, err, sizeof(err)) < 0) {
 		log_error("cannot listen: %s", err);
+		tls_ctx_free(&m.tls);
 		config_free(&m.cfg);
 		return 1;
 	}
@@ -355,6 +385,7 @@ int server_run(struct config *cfg, bool foreground)
 	}
 	close(m.sigfd);
 	iplimit_destroy(&m.ipl);
+	tls_ctx_free(&m.tls);
 	log_info("stopped");
 	config_free(&m.cfg);
 	return status;

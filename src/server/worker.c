@@ -21,6 +21,7 @@
 #include "core/util.h"
 #include "net/conn.h"
 #include "net/listen.h"
+#include "net/tls.h"
 #include "pop3/pop3.h"
 #include "server/iplimit.h"
 #include "smtp/smtp.h"
@@ -87,15 +88,21 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
 			return;
 		}
 	}
+	struct conn *c;
 	if (wl->proto == PROTO_POP3S) {
-		/* Implicit TLS is not served by this build yet. */
-		close(fd);
-		return;
+		SSL *ssl = w->env.tls != NULL ? tls_ssl_new(w->env.tls) : NULL;
+		if (ssl == NULL) {
+			log_error("event=refused reason=no-tls proto=pop3s");
+			close(fd);
+			return;
+		}
+		c = conn_new_tls(w->env.base, fd, sa, (socklen_t)salen, ssl);
+	} else {
+		c = conn_new(w->env.base, fd, sa, (socklen_t)salen);
 	}
-	struct conn *c = conn_new(w->env.base, fd, sa, (socklen_t)salen);
 	if (counted == 0)
 		conn_set_on_free(c, conn_released, w);
-	if (wl->proto == PROTO_POP3)
+	if (wl->proto == PROTO_POP3 || wl->proto == PROTO_POP3S)
 		pop3_accept(&w->env, c);
 	else
 		smtp_accept(&w->env, c, wl->proto == PROTO_LMTP);
@@ -167,8 +174,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	begin_stop(arg, sig == SIGUSR1);
 }
 
-int worker_main(const struct config *cfg, const struct listener_set *set, struct iplimit *ipl,
-                unsigned index)
+int worker_main(const struct config *cfg, const struct listener_set *set, struct tls_ctx *tls,
+                struct iplimit *ipl, unsigned index)
 {
 	struct worker w;
 	const char *error;
@@ -186,6 +193,7 @@ int worker_main(const struct config *cfg, const struct listener_set *set, struct
 	w.env.cfg = cfg;
 	w.env.index = index;
 	w.ipl = ipl;
+	w.env.tls = tls;
 	w.slot = index;
 	w.env.base = event_base_new();
 	if (w.env.base == NULL)

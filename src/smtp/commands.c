@@ -9,6 +9,7 @@
 #include "core/text.h"
 #include "core/util.h"
 #include "net/conn.h"
+#include "net/tls.h"
 #include "smtp/internal.h"
 
 static const struct smtp_command commands[] = {
@@ -24,7 +25,7 @@ static const struct smtp_command commands[] = {
     {SMTP_VERB_QUIT, SMTP_ST_ANY, true, true, smtp_cmd_quit},
     {SMTP_VERB_VRFY, SMTP_ST_ANY, true, true, smtp_cmd_vrfy},
     {SMTP_VERB_HELP, SMTP_ST_ANY, true, true, smtp_cmd_help},
-    {SMTP_VERB_STARTTLS, SMTP_ST_ANY, true, true, smtp_cmd_not_yet},
+    {SMTP_VERB_STARTTLS, SMTP_ST_ANY, true, true, smtp_cmd_starttls},
     {SMTP_VERB_AUTH, SMTP_ST_ANY, true, true, smtp_cmd_not_yet},
 };
 
@@ -55,6 +56,8 @@ int smtp_cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 	smtp_reply(s, "250-8BITMIME");
 	smtp_reply(s, "250-SMTPUTF8");
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->env->tls != NULL && !conn_is_tls(s->conn))
+		smtp_reply(s, "250-STARTTLS");
 	smtp_reply(s, "250 CHUNKING");
 	return 0;
 }
@@ -180,6 +183,28 @@ int smtp_cmd_help(struct smtp_session *s, struct smtp_cmd *cmd)
 	(void)cmd;
 	smtp_reply(s, "214 2.0.0 commands: %s MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
 	           s->lmtp ? "LHLO" : "EHLO HELO");
+	return 0;
+}
+
+int smtp_cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	(void)cmd;
+	if (conn_is_tls(s->conn)) {
+		smtp_reply(s, "503 5.5.1 TLS is already active");
+		return -1;
+	}
+	SSL *ssl = s->env->tls != NULL ? tls_ssl_new(s->env->tls) : NULL;
+	if (ssl == NULL) {
+		smtp_reply(s, "502 5.5.1 STARTTLS is not available on this server");
+		return -1;
+	}
+	/* RFC 3207 §4.2: forget everything learnt before TLS, EHLO included. */
+	smtp_txn_reset(s);
+	s->state = SMTP_ST_GREETED;
+	s->esmtp = false;
+	s->helo[0] = '\0';
+	smtp_reply(s, "220 2.0.0 ready to start TLS");
+	conn_starttls(s->conn, ssl);
 	return 0;
 }
 

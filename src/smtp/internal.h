@@ -126,6 +126,7 @@ int smtp_cmd_noop(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_quit(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_vrfy(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_help(struct smtp_session *s, struct smtp_cmd *cmd);
+int smtp_cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_not_yet(struct smtp_session *s, struct smtp_cmd *cmd);
 
 #endif

@@ -262,17 +262,26 @@ int smtp_begin_message(struct smtp_session *s)
 		smtp_reply(s, "451 4.3.0 cannot accept the message now, try again later");
 		return -1;
 	}
-	const char *with = s->lmtp       ? (t->smtputf8 ? "UTF8LMTP" : "LMTP")
-	                   : t->smtputf8 ? "UTF8SMTP"
-	                   : s->esmtp    ? "ESMTP"
-	                                 : "SMTP";
+	bool tls = conn_is_tls(s->conn);
+	char proto[16], tlsinfo[96], using[128] = "";
+	/* RFC 3848 protocol names (ESMTP, ESMTPS, LMTP, LMTPS), with RFC
+	 * 6531's UTF8SMTP/UTF8LMTP for SMTPUTF8 transactions. */
+	snprintf(proto, sizeof(proto), "%s%s%s", t->smtputf8 ? "UTF8" : "",
+	         s->lmtp       ? "LMTP"
+	         : t->smtputf8 ? "SMTP"
+	         : s->esmtp    ? "ESMTP"
+	                       : "SMTP",
+	         tls ? "S" : "");
+	if (tls)
+		snprintf(using, sizeof(using), "\n\t(using %s)",
+		         conn_tls_info(s->conn, tlsinfo, sizeof(tlsinfo)));
 	char *hdr =
 	    xasprintf("Return-Path: <%s>\n"
-	              "Received: from %s ([%s])\n"
+	              "Received: from %s ([%s])%s\n"
 	              "\tby %s (Pillar) with %s id %s.%u%s%s%s;\n"
 	              "\t%s\n",
 	              t->sender.text, text_log_safe(s->helo, helo, sizeof(helo)),
-	              conn_peer(s->conn), cfg->hostname, with, s->sid, s->messages + 1,
+	              conn_peer(s->conn), using, cfg->hostname, proto, s->sid, s->messages + 1,
 	              t->nrcpts == 1 ? "\n\tfor <" : "", t->nrcpts == 1 ? t->rcpts[0].address : "",
 	              t->nrcpts == 1 ? ">" : "", rfc5322_date(date, sizeof(date)));
 	(void)delivery_write(t->dlv, hdr, strlen(hdr), &t->write_error);
