@@ -401,6 +401,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct free loopback ports (all bound at once, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def children_of(pid):
     """PIDs whose parent is pid (from /proc, so no ps parsing)."""
     out = []
@@ -480,9 +494,11 @@ class Pillar:
         self.expect_exit = False
         self.problems = []  # found at teardown
         self.seq = 0
-        self.port = free_port()
-        self.smtp_port = free_port() if smtp else None
-        self.lmtp_port = free_port() if lmtp in (True, "both") else None
+        self.port, smtp_port, lmtp_port = free_ports(3)
+        self.smtp_port = smtp_port if smtp else None
+        self.lmtp_port = lmtp_port if lmtp in (True, "both") else None
+        # Ports chosen here may be re-chosen when one turns out to be taken.
+        self.own_ports = "pop3_listen" not in settings
         self.lmtp_path = str(base / "lmtp.sock") if lmtp in ("unix", "both") else None
         r = subprocess.run(
             [PILLAR_BIN, "init", str(self.dir), *init_args],
@@ -667,7 +683,42 @@ class Pillar:
 
     # -- server -----------------------------------------------------------
 
+    def _write_listeners(self):
+        set_key(self.conf, "pop3_listen", f"127.0.0.1:{self.port}")
+        unset_key(self.conf, "smtp_listen")
+        unset_key(self.conf, "lmtp_listen")
+        specs = []
+        if self.smtp_port:
+            specs.append(("smtp_listen", f"127.0.0.1:{self.smtp_port}"))
+        if self.lmtp_port:
+            specs.append(("lmtp_listen", f"127.0.0.1:{self.lmtp_port}"))
+        if self.lmtp_path:
+            specs.append(("lmtp_listen", f"unix:{self.lmtp_path}"))
+        with open(self.conf, "a") as f:
+            for key, value in specs:
+                f.write(f"{key} = {value}\n")
+
     def start(self, timeout=START_TIMEOUT):
+        """Start `pillar serve` and wait until every listener answers. A
+        free port picked by the harness can be taken by someone else before
+        the server binds it; then new ports are picked and the start retried."""
+        for attempt in range(3):
+            log_size = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start(timeout)
+            except AssertionError:
+                if self.proc.poll() is None or not self.own_ports or attempt == 2:
+                    raise
+                with open(self.log_path, "rb") as f:
+                    f.seek(log_size)
+                    if b"Address already in use" not in f.read():
+                        raise
+            self.port, smtp_port, lmtp_port = free_ports(3)
+            self.smtp_port = smtp_port if self.smtp_port else None
+            self.lmtp_port = lmtp_port if self.lmtp_port else None
+            self._write_listeners()
+
+    def _start(self, timeout):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.expect_exit = False
         log = open(self.log_path, "ab")

@@ -1,0 +1,245 @@
+"""Protocol abuse over raw sockets: SMTP smuggling (RFC 5321 §4.1.1.4 — only
+<CRLF>.<CRLF> ends DATA; bare CR and bare LF are refused), command lines
+over 512 octets (§4.5.3.1.4), and the error limit that ends a session."""
+
+import pytest
+
+from harness import BOB, Closed, USER, lf, split_trace, wait_for
+
+SENDER = "sender@example.org"
+
+HEAD = (b"From: <sender@example.org>\r\nTo: <alice@example.test>\r\n"
+        b"Subject: smuggling\r\n\r\nfirst line\r\nbody")
+
+# After the fake end comes a whole second transaction, to bob, which a
+# server that took the fake end for the real one would run.
+SMUGGLED = (b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+            b"From: <evil@example.org>\r\nSubject: smuggled\r\n\r\nsmuggled\r\n")
+
+FAKE_ENDS = {
+    "lf-dot-lf": b"\n.\n",
+    "crlf-dot-lf": b"\r\n.\n",
+    "lf-dot-crlf": b"\n.\r\n",
+    "cr-dot-cr": b"\r.\r",
+    "cr-dot-crlf": b"\r.\r\n",
+    "crlf-dot-cr": b"\r\n.\r",
+    "cr-dot-lf": b"\r.\n",
+}
+
+
+def open_data(c, rcpts=(USER,)):
+    c.ehlo()
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    for r in rcpts:
+        c.expect(f"RCPT TO:<{r}>", 250)
+    c.expect("DATA", 354)
+
+
+def assert_nothing_stored(p):
+    for a in (USER, BOB):
+        assert p.stored(a) == {}, f"{a} got mail: {sorted(p.stored(a))}"
+    wait_for(lambda: not p.partial_files(), 10, "no partial files in the spool or tmp/")
+
+
+@pytest.mark.parametrize("fake", sorted(FAKE_ENDS))
+@pytest.mark.parametrize("how", ["one-write", "trickled"])
+def test_smuggling_never_ends_data_early(mta, fake, how):
+    payload = HEAD + FAKE_ENDS[fake] + SMUGGLED + b".\r\n"
+    with mta.smtp() as c:
+        open_data(c)
+        if how == "one-write":
+            c.send(payload)
+        else:
+            for b in payload:
+                c.send(bytes([b]))
+        # Exactly one reply, at the real end, refusing the whole message.
+        r = c.reply()
+        assert r.code == 550 and r.enhanced == "5.6.0", r
+        # Nothing else was answered: the smuggled commands never ran.
+        c.send(b"NOOP\r\n")
+        r = c.reply()
+        assert r.code == 250, f"a reply to a smuggled command: {r}"
+        assert not c.pending(0.2), bytes(c.buf)
+        # The session goes on normally.
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect("RSET", 250)
+        c.expect("QUIT", 221)
+    assert_nothing_stored(mta)
+
+
+@pytest.mark.parametrize("bare", [b"\n", b"\r"], ids=["bare-lf", "bare-cr"])
+@pytest.mark.parametrize("where", ["header", "body", "end-of-body"])
+def test_bare_line_ends_refused(mta, bare, where):
+    if where == "header":
+        msg = b"Subject: x" + bare + b"X-Other: y\r\n\r\nbody\r\n"
+    elif where == "body":
+        msg = b"Subject: x\r\n\r\nbefore" + bare + b"after\r\n"
+    else:
+        msg = b"Subject: x\r\n\r\nlast line" + bare + b"\r\n"
+    with mta.smtp() as c:
+        open_data(c)
+        c.send(msg + b".\r\n")
+        r = c.reply()
+        assert r.code == 550 and r.enhanced == "5.6.0", r
+        c.expect("NOOP", 250)
+    assert_nothing_stored(mta)
+
+
+def test_message_after_a_refused_one_is_delivered(mta):
+    good = b"Subject: good\r\n\r\nline\r\n..dot\r\n"
+    with mta.smtp() as c:
+        open_data(c)
+        c.send(HEAD + b"\n.\n" + SMUGGLED + b".\r\n")
+        assert c.reply().code == 550
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.expect("DATA", 354)
+        c.send(good + b".\r\n")
+        assert c.reply().code == 250
+    stored = mta.stored_list(USER)
+    assert len(stored) == 1
+    assert split_trace(stored[0])[2] == lf(good).replace(b"\n..dot", b"\n.dot")
+    assert mta.stored(BOB) == {}
+
+
+def test_lmtp_smuggling(mta):
+    # LMTP answers the refusal once per accepted recipient.
+    with mta.lmtp() as c:
+        c.ehlo(verb="LHLO")
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.expect(f"RCPT TO:<{BOB}>", 250)
+        c.expect("DATA", 354)
+        c.send(HEAD + b"\r\n.\n" + SMUGGLED + b".\r\n")
+        for r in c.replies(2):
+            assert r.code == 550 and r.enhanced == "5.6.0", r
+        c.send(b"NOOP\r\n")
+        assert c.reply().code == 250
+        assert not c.pending(0.2), bytes(c.buf)
+    assert_nothing_stored(mta)
+
+
+# -- command line length ---------------------------------------------------------
+
+
+def test_command_line_of_512_octets_is_accepted_513_refused(mta):
+    with mta.smtp() as c:
+        c.ehlo()
+        line = "NOOP " + "x" * (512 - 2 - 5)
+        assert len(line) + 2 == 512
+        c.expect(line, 250)
+        c.expect(line + "x", 500, "5.5.2")
+        # A long MAIL or RCPT line is refused the same way.
+        c.expect(f"MAIL FROM:<{'a' * 600}@example.org>", 500, "5.5.2")
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}> " + "X" * 600, 500, "5.5.2")
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: after long lines\r\n\r\nok\r\n", 250)
+    assert len(mta.stored(USER)) == 1
+
+
+def test_long_line_gets_one_reply(mta):
+    with mta.smtp() as c:
+        c.ehlo()
+        c.send(b"NOOP " + b"y" * 10_000 + b"\r\n")
+        r = c.reply()
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+        c.expect("NOOP", 250)
+        assert not c.pending(0.2), bytes(c.buf)
+
+
+def test_huge_line_is_refused_or_dropped(mta):
+    # Past some bound the server may treat a line as a flood and drop the
+    # client; it must never take it as a command.
+    with mta.smtp() as c:
+        c.ehlo()
+        try:
+            c.send(b"NOOP " + b"y" * 300_000 + b"\r\nNOOP\r\n")
+            r = c.reply()
+        except (Closed, OSError):
+            return
+        assert r.code == 500 and r.enhanced == "5.5.2", r
+        try:
+            r = c.reply()
+        except Closed:
+            return
+        assert r.code == 250, r
+
+
+def test_endless_line_is_cut_off(mta):
+    # A line that never ends: the server must not buffer it without bound;
+    # it answers with errors and closes, or stops reading.
+    with mta.smtp() as c:
+        c.ehlo()
+        c.sock.settimeout(10)
+        sent = 0
+        try:
+            while sent < 32 * 1024 * 1024:
+                c.sock.sendall(b"z" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        except OSError:  # send timed out: the server stopped reading
+            return
+        raise AssertionError("the server read 32 MB of one command line")
+
+
+# -- the error limit -----------------------------------------------------------------
+
+
+def test_too_many_errors_end_the_session(mta):
+    with mta.smtp() as c:
+        c.ehlo()
+        replies = []
+        for _ in range(100):
+            try:
+                r = c.cmd("FROB")
+            except (Closed, BrokenPipeError, ConnectionResetError):
+                break
+            replies.append(r)
+            if r.code == 421:
+                break
+        assert replies and replies[-1].code == 421, replies[-3:]
+        assert replies[-1].enhanced and replies[-1].enhanced.startswith("4."), replies[-1]
+        assert all(r.code == 500 for r in replies[:-1]), replies
+        assert len(replies) > 3, "the session ended after very few errors"
+        assert c.read_to_eof() == b""
+
+
+def test_pipelined_errors_end_the_session(mta):
+    with mta.smtp() as c:
+        c.ehlo()
+        c.send(b"FROB\r\n" * 200)
+        data = c.read_to_eof(timeout=20)
+        lines = data.split(b"\r\n")
+        assert any(l.startswith(b"421 ") for l in lines), lines[-3:]
+        assert lines.count(b"") == 1 and lines[-1] == b""  # ended on a full line
+
+
+def test_unknown_recipients_count_as_errors(mta):
+    # Directory harvesting: guessing addresses ends in 421 as well.
+    with mta.smtp() as c:
+        c.ehlo()
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        codes = []
+        for i in range(200):
+            try:
+                r = c.cmd(f"RCPT TO:<guess{i}@example.test>")
+            except (Closed, BrokenPipeError, ConnectionResetError):
+                break
+            codes.append(r.code)
+            if r.code == 421:
+                break
+        assert codes and codes[-1] == 421, codes[-3:]
+        assert set(codes[:-1]) == {550}, codes
+
+
+def test_a_few_errors_do_not_end_the_session(mta):
+    with mta.smtp() as c:
+        c.ehlo()
+        for _ in range(3):
+            c.expect("FROB", 500)
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: fine\r\n\r\nfine\r\n", 250)
+    assert len(mta.stored(USER)) == 1
