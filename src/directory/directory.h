@@ -64,8 +64,54 @@ int dir_user_del(struct dir *dir, const char *address, const char **error_r);
  * delivery. */
 int dir_user_set_quota(struct dir *dir, const char *address, uint64_t bytes, uint64_t messages,
                        const char **error_r);
+/* Replace the password hash. The SCRAM keys and any APOP secret derive from
+ * the old password, so they are cleared in the same statement; use
+ * dir_user_set_credentials to set all of them at once. */
 int dir_user_set_password(struct dir *dir, const char *address, const char *password_hash,
                           const char **error_r);
+
+/* ---- secrets beyond the password hash ---- */
+
+/* SCRAM-SHA-256 stored keys (RFC 5802 §3, RFC 7677): enough to verify a
+ * SCRAM login, not to log in as the user elsewhere. */
+#define DIR_SCRAM_SALT_MAX 64
+#define DIR_SCRAM_KEY_LEN  32 /* SHA-256 */
+struct dir_scram {
+	uint8_t salt[DIR_SCRAM_SALT_MAX];
+	size_t salt_len; /* 1..DIR_SCRAM_SALT_MAX */
+	uint32_t iterations;
+	uint8_t stored_key[DIR_SCRAM_KEY_LEN];
+	uint8_t server_key[DIR_SCRAM_KEY_LEN];
+};
+
+/* RFC 1939 §7 APOP needs the password itself (a plaintext equivalent); only
+ * mailboxes that opted in (pillar user passwd --apop) have one. */
+#define DIR_APOP_SECRET_MAX 1024
+
+/* The mailbox's SCRAM keys: 1 when it has them, 0 when there is no such
+ * mailbox or it has none yet (an imported hash), -1 on error. */
+int dir_user_get_scram(struct dir *dir, const char *address, struct dir_scram *out,
+                       const char **error_r);
+
+/* Store SCRAM keys computed at a successful login, but only while the
+ * mailbox still has `password_hash` (the hash the password was checked
+ * against) and no keys: a password changed meanwhile must not get keys
+ * derived from the old one. Returns 1 stored, 0 not (changed meanwhile, or
+ * no such mailbox), -1 on error. */
+int dir_user_set_scram(struct dir *dir, const char *address, const char *password_hash,
+                       const struct dir_scram *scram, const char **error_r);
+
+/* The mailbox's APOP secret into secret[size] (size > DIR_APOP_SECRET_MAX
+ * is always enough): 1 when it has one, 0 when there is no such mailbox or
+ * it has none, -1 on error. The caller wipes it after use. */
+int dir_user_get_apop(struct dir *dir, const char *address, char *secret, size_t size,
+                      const char **error_r);
+
+/* Set the password hash, the SCRAM keys (NULL: none) and the APOP secret
+ * (NULL: none) together, in one statement. */
+int dir_user_set_credentials(struct dir *dir, const char *address, const char *password_hash,
+                             const struct dir_scram *scram, const char *apop_secret,
+                             const char **error_r);
 int dir_user_lookup(struct dir *dir, const char *address, struct dir_user *out,
                     const char **error_r);
 int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, const char **error_r);

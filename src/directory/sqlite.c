@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes. */
-#define DIR_SCHEMA_VERSION 1
+#define DIR_SCHEMA_VERSION 2
 /* Other processes (the server, another admin command) may hold the write
  * lock briefly; wait this long before reporting "database is locked". */
 #define DIR_BUSY_TIMEOUT_MS 5000
@@ -57,6 +57,10 @@ static const char schema_v1[] =
     ");"
     "PRAGMA user_version = 1;";
 
+/* Version 2: the APOP secret of mailboxes that opted in (RFC 1939 §7). */
+static const char migrate_v2[] = "ALTER TABLE mailboxes ADD COLUMN apop_secret TEXT NULL;"
+                                 "PRAGMA user_version = 2;";
+
 enum dir_stmt {
 	ST_DOMAIN_ADD,
 	ST_DOMAIN_DEL,
@@ -81,6 +85,10 @@ enum dir_stmt {
 	ST_ALIAS_DEL_DOMAIN,
 	ST_ALIAS_LIST_ALL,
 	ST_ALIAS_LIST_DOMAIN,
+	ST_USER_GET_SCRAM,
+	ST_USER_SET_SCRAM,
+	ST_USER_GET_APOP,
+	ST_USER_SET_CREDENTIALS,
 	ST_COUNT
 };
 
@@ -101,7 +109,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_DEL] = "DELETE FROM mailboxes WHERE address = ?1",
     [ST_USER_SET_PASSWORD] = "UPDATE mailboxes SET password_hash = ?2,"
                              " scram_salt = NULL, scram_iterations = NULL,"
-                             " scram_stored_key = NULL, scram_server_key = NULL"
+                             " scram_stored_key = NULL, scram_server_key = NULL,"
+                             " apop_secret = NULL"
                              " WHERE address = ?1",
     [ST_USER_LOOKUP] = "SELECT " USER_COLUMNS " FROM mailboxes WHERE address = ?1",
     [ST_USER_TOUCH] = "UPDATE mailboxes SET last_login = ?2 WHERE address = ?1",
@@ -129,6 +138,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ALIAS_LIST_DOMAIN] = "SELECT address, target FROM aliases"
                              " WHERE substr(address, instr(address, '@') + 1) = ?1"
                              " ORDER BY address, target",
+    [ST_USER_GET_SCRAM] = "SELECT scram_salt, scram_iterations, scram_stored_key,"
+                          " scram_server_key FROM mailboxes WHERE address = ?1",
+    [ST_USER_SET_SCRAM] = "UPDATE mailboxes SET scram_salt = ?3, scram_iterations = ?4,"
+                          " scram_stored_key = ?5, scram_server_key = ?6"
+                          " WHERE address = ?1 AND password_hash = ?2"
+                          " AND scram_stored_key IS NULL",
+    [ST_USER_GET_APOP] = "SELECT apop_secret FROM mailboxes WHERE address = ?1",
+    [ST_USER_SET_CREDENTIALS] = "UPDATE mailboxes SET password_hash = ?2,"
+                                " scram_salt = ?3, scram_iterations = ?4,"
+                                " scram_stored_key = ?5, scram_server_key = ?6,"
+                                " apop_secret = ?7 WHERE address = ?1",
 };
 
 struct dir {
@@ -333,6 +353,13 @@ static int create_schema(struct dir *dir, const char **error_r)
 
 	if (version == 0 && sqlite3_exec(dir->db, schema_v1, NULL, NULL, NULL) != SQLITE_OK) {
 		db_fail(dir, error_r, "creating the schema");
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	/* Migrations run in order, in the same transaction as the check, so
+	 * two processes opening an old database do not both migrate it. */
+	if (version < 2 && sqlite3_exec(dir->db, migrate_v2, NULL, NULL, NULL) != SQLITE_OK) {
+		db_fail(dir, error_r, "migrating the schema to version 2");
 		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
@@ -658,8 +685,8 @@ int dir_user_set_password(struct dir *dir, const char *address, const char *pass
 		return dir_fail(dir, error_r, "no such mailbox");
 	if (strlen(password_hash) > DIR_HASH_MAX)
 		return dir_fail(dir, error_r, "password hash too long");
-	/* The SCRAM keys derive from the old password: they are cleared here
-	 * and recomputed by whoever sets them (a later feature). */
+	/* The SCRAM keys and the APOP secret derive from the old password:
+	 * they are cleared here (dir_user_set_credentials sets them). */
 	st = stmt_get(dir, ST_USER_SET_PASSWORD);
 	bind_text(st, 1, addr);
 	bind_text(st, 2, password_hash);
@@ -677,6 +704,145 @@ int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, con
 	bind_text(st, 1, addr);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)when);
 	return user_change(dir, st, addr, "recording a login", error_r);
+}
+
+static void bind_scram(sqlite3_stmt *st, int first, const struct dir_scram *scram)
+{
+	if (scram == NULL) {
+		for (int i = 0; i < 4; i++)
+			sqlite3_bind_null(st, first + i);
+		return;
+	}
+	sqlite3_bind_blob(st, first, scram->salt, (int)scram->salt_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, first + 1, (sqlite3_int64)scram->iterations);
+	sqlite3_bind_blob(st, first + 2, scram->stored_key, DIR_SCRAM_KEY_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, first + 3, scram->server_key, DIR_SCRAM_KEY_LEN, SQLITE_STATIC);
+}
+
+static bool scram_valid(const struct dir_scram *scram)
+{
+	return scram->salt_len > 0 && scram->salt_len <= DIR_SCRAM_SALT_MAX &&
+	       scram->iterations > 0;
+}
+
+int dir_user_get_scram(struct dir *dir, const char *address, struct dir_scram *out,
+                       const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+	int rc, ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return 0;
+	st = stmt_get(dir, ST_USER_GET_SCRAM);
+	bind_text(st, 1, addr);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const void *salt = sqlite3_column_blob(st, 0);
+		int salt_len = sqlite3_column_bytes(st, 0);
+		sqlite3_int64 iter = sqlite3_column_int64(st, 1);
+		const void *stored = sqlite3_column_blob(st, 2);
+		int stored_len = sqlite3_column_bytes(st, 2);
+		const void *server = sqlite3_column_blob(st, 3);
+		int server_len = sqlite3_column_bytes(st, 3);
+
+		/* Keys that are missing or of the wrong size count as none:
+		 * the next password login recomputes them. */
+		if (salt != NULL && salt_len > 0 && salt_len <= DIR_SCRAM_SALT_MAX && iter > 0 &&
+		    iter <= UINT32_MAX && stored != NULL && stored_len == DIR_SCRAM_KEY_LEN &&
+		    server != NULL && server_len == DIR_SCRAM_KEY_LEN) {
+			memcpy(out->salt, salt, (size_t)salt_len);
+			out->salt_len = (size_t)salt_len;
+			out->iterations = (uint32_t)iter;
+			memcpy(out->stored_key, stored, DIR_SCRAM_KEY_LEN);
+			memcpy(out->server_key, server, DIR_SCRAM_KEY_LEN);
+			ret = 1;
+		}
+	} else if (rc != SQLITE_DONE) {
+		ret = db_fail(dir, error_r, "looking up SCRAM keys");
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int dir_user_set_scram(struct dir *dir, const char *address, const char *password_hash,
+                       const struct dir_scram *scram, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+	int rc;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return 0;
+	if (!scram_valid(scram))
+		return dir_fail(dir, error_r, "bad SCRAM keys");
+	st = stmt_get(dir, ST_USER_SET_SCRAM);
+	bind_text(st, 1, addr);
+	bind_text(st, 2, password_hash);
+	bind_scram(st, 3, scram);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_fail(dir, error_r, "storing SCRAM keys");
+	return sqlite3_changes(dir->db) > 0 ? 1 : 0;
+}
+
+int dir_user_get_apop(struct dir *dir, const char *address, char *secret, size_t size,
+                      const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+	int rc, ret = 0;
+
+	if (size > 0)
+		secret[0] = '\0';
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return 0;
+	st = stmt_get(dir, ST_USER_GET_APOP);
+	bind_text(st, 1, addr);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+		int len = sqlite3_column_bytes(st, 0);
+
+		if (v != NULL && len > 0 && (size_t)len < size &&
+		    memchr(v, '\0', (size_t)len) == NULL) {
+			memcpy(secret, v, (size_t)len + 1);
+			ret = 1;
+		}
+	} else if (rc != SQLITE_DONE) {
+		ret = db_fail(dir, error_r, "looking up an APOP secret");
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int dir_user_set_credentials(struct dir *dir, const char *address, const char *password_hash,
+                             const struct dir_scram *scram, const char *apop_secret,
+                             const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such mailbox");
+	if (strlen(password_hash) > DIR_HASH_MAX)
+		return dir_fail(dir, error_r, "password hash too long");
+	if (scram != NULL && !scram_valid(scram))
+		return dir_fail(dir, error_r, "bad SCRAM keys");
+	if (apop_secret != NULL &&
+	    (apop_secret[0] == '\0' || strlen(apop_secret) > DIR_APOP_SECRET_MAX))
+		return dir_fail(dir, error_r, "APOP secret empty or too long");
+	st = stmt_get(dir, ST_USER_SET_CREDENTIALS);
+	bind_text(st, 1, addr);
+	bind_text(st, 2, password_hash);
+	bind_scram(st, 3, scram);
+	if (apop_secret != NULL)
+		bind_text(st, 7, apop_secret);
+	else
+		sqlite3_bind_null(st, 7);
+	return user_change(dir, st, addr, "setting a password", error_r);
 }
 
 /* Fill out from a row of USER_COLUMNS. Returns -1 if a value does not fit. */
