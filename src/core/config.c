@@ -262,6 +262,17 @@ static int set_plaintext_auth(struct config *cfg, const char *v, char *why)
 	return 0;
 }
 
+static int set_apop(struct config *cfg, const char *v, char *why)
+{
+	if (strcmp(v, "yes") == 0)
+		cfg->apop = true;
+	else if (strcmp(v, "no") == 0)
+		cfg->apop = false;
+	else
+		return fail(why, "must be yes or no");
+	return 0;
+}
+
 static int set_max_message_size(struct config *cfg, const char *v, char *why)
 {
 	uint64_t n;
@@ -367,6 +378,7 @@ static const struct config_key keys[] = {
     {"tls_cert", set_tls_cert, false},
     {"tls_key", set_tls_key, false},
     {"plaintext_auth", set_plaintext_auth, false},
+    {"apop", set_apop, false},
     {"max_message_size", set_max_message_size, false},
     {"pop3_idle_timeout", set_pop3_idle_timeout, false},
     {"login_timeout", set_login_timeout, false},
@@ -712,6 +724,7 @@ void config_dump(const struct config *cfg, FILE *out)
 	if (cfg->tls_key != NULL)
 		fprintf(out, "tls_key = %s\n", cfg->tls_key);
 	fprintf(out, "plaintext_auth = %s\n", pa[cfg->plaintext_auth]);
+	fprintf(out, "apop = %s\n", cfg->apop ? "yes" : "no");
 	dump_size(out, "max_message_size", cfg->max_message_size);
 	dump_ms(out, "pop3_idle_timeout", cfg->pop3_idle_timeout);
 	dump_ms(out, "login_timeout", cfg->login_timeout);

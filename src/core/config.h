@@ -36,6 +36,9 @@ struct config {
 	struct strlist pop3_listen, pop3s_listen, smtp_listen, lmtp_listen;
 	char *tls_cert, *tls_key;
 	enum plaintext_auth plaintext_auth;
+	/* RFC 1939 §7 APOP: the greeting carries a timestamp and APOP is
+	 * accepted for mailboxes that have an APOP secret. Default off. */
+	bool apop;
 	uint64_t max_message_size;   /* bytes, default 50M */
 	uint64_t pop3_idle_timeout;  /* ms, default 10m, never below 10m */
 	uint64_t login_timeout;      /* ms, default 60s */
