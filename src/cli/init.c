@@ -12,6 +12,7 @@
  *   4. only when that succeeded, link the config into place (link, not
  *      rename, so a pillar.conf that appeared meanwhile is never replaced).
  * On failure everything made in steps 2-3 is removed again. */
+#include "cli/cert.h"
 #include "cli/cli.h"
 
 #include "auth/password.h"
@@ -41,6 +42,7 @@
 #define DEMO_PASSWORD_LEN   16
 #define DEFAULT_SYSTEM_USER "pillar"
 #define DEMO_POP3_LISTEN    "127.0.0.1:1110"
+#define DEMO_POP3S_LISTEN   "127.0.0.1:1995"
 #define DEMO_SMTP_LISTEN    "127.0.0.1:2525"
 #define DEMO_LMTP_LISTEN    "127.0.0.1:2424"
 
@@ -101,7 +103,8 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "# This instance listens on loopback only, on unprivileged ports; a\n"
 	        "# production server uses pop3_listen = 0.0.0.0:110 (and [::]:110).\n"
 	        "pop3_listen = " DEMO_POP3_LISTEN "\n"
-	        "# pop3s_listen = 0.0.0.0:995\n"
+	        "# POP3 over implicit TLS (RFC 8314); production uses 0.0.0.0:995.\n"
+	        "pop3s_listen = " DEMO_POP3S_LISTEN "\n"
 	        "# SMTP from other mail servers, for the local domains only; production\n"
 	        "# SMTP uses port 25: smtp_listen = 0.0.0.0:25\n"
 	        "smtp_listen = " DEMO_SMTP_LISTEN "\n"
@@ -109,9 +112,11 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "# e.g. lmtp_listen = unix:%s/lmtp.sock\n"
 	        "lmtp_listen = " DEMO_LMTP_LISTEN "\n"
 	        "\n"
-	        "# TLS certificate and key (PEM), needed for pop3s_listen and STLS.\n"
-	        "# tls_cert = /etc/pillar/cert.pem\n"
-	        "# tls_key = /etc/pillar/key.pem\n"
+	        "# TLS certificate and key (PEM), needed for pop3s_listen and STLS. This\n"
+	        "# self-signed pair was made by pillar init; use one from a CA (an ACME\n"
+	        "# client) for real clients, then `pillar reload`.\n"
+	        "tls_cert = %s/cert.pem\n"
+	        "tls_key = %s/key.pem\n"
 	        "\n"
 	        "# When USER/PASS and AUTH PLAIN/LOGIN are allowed: tls (only under TLS or\n"
 	        "# from loopback), always, or never.\n"
@@ -143,7 +148,7 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "\n"
 	        "# Event-loop worker processes (1-256); default: the number of CPUs.\n"
 	        "# workers = 4\n",
-	        run_as, state_dir);
+	        run_as, state_dir, state_dir, state_dir);
 }
 
 /* ---- the demo mailbox ---- */
@@ -440,8 +445,8 @@ static bool exists(const char *dir, const char *name)
 static void cleanup(const char *state_dir, bool mail_existed)
 {
 	static const char *const files[] = {
-	    ".pillar.conf.new", "directory.db",  "directory.db-wal",
-	    "directory.db-shm", "demo-password",
+	    ".pillar.conf.new", "directory.db", "directory.db-wal", "directory.db-shm",
+	    "demo-password",    "cert.pem",     "key.pem",
 	};
 
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -547,6 +552,25 @@ int cli_init(int argc, char **argv)
 		cli_err("cannot give %s to %s: %s", state_dir, run_as, strerror(errno));
 		status = EX_CANTCREAT;
 		goto fail;
+	}
+
+	/* The certificate first: the config names it. Key and certificate
+	 * stay root's when run as root; the master reads them before it drops
+	 * privileges. */
+	char cert_host[DIR_DOMAIN_MAX + 1], cert_err[256];
+	if (o.hostname != NULL)
+		snprintf(cert_host, sizeof(cert_host), "%s", hostname);
+	else if (gethostname(cert_host, sizeof(cert_host)) < 0)
+		snprintf(cert_host, sizeof(cert_host), "localhost");
+	cert_host[sizeof(cert_host) - 1] = '\0';
+	char *cert = xasprintf("%s/cert.pem", state_dir), *key = xasprintf("%s/key.pem", state_dir);
+	int cert_rc = cert_make_selfsigned(cert, key, cert_host, cert_err, sizeof(cert_err));
+	free(cert);
+	free(key);
+	if (cert_rc < 0) {
+		cli_err("%s", cert_err);
+		status = EX_CANTCREAT;
+		goto fail_cleanup;
 	}
 
 	conf = xasprintf("%s/pillar.conf", state_dir);

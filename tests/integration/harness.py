@@ -512,6 +512,7 @@ class Pillar:
         # free ports, or removed when the test does not ask for them.
         unset_key(self.conf, "smtp_listen")
         unset_key(self.conf, "lmtp_listen")
+        unset_key(self.conf, "pop3s_listen")
         self.configure(**settings)
         if self.smtp_port:
             set_key(self.conf, "smtp_listen", f"127.0.0.1:{self.smtp_port}")
@@ -687,6 +688,8 @@ class Pillar:
         set_key(self.conf, "pop3_listen", f"127.0.0.1:{self.port}")
         unset_key(self.conf, "smtp_listen")
         unset_key(self.conf, "lmtp_listen")
+        if not getattr(self, "pop3s_port", None):
+            unset_key(self.conf, "pop3s_listen")
         specs = []
         if self.smtp_port:
             specs.append(("smtp_listen", f"127.0.0.1:{self.smtp_port}"))
