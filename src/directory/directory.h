@@ -107,6 +107,16 @@ int dir_user_set_scram(struct dir *dir, const char *address, const char *passwor
 int dir_user_get_apop(struct dir *dir, const char *address, char *secret, size_t size,
                       const char **error_r);
 
+/* A random key made once when the directory was created (or migrated to
+ * schema 3), the same for every process and server that shares the
+ * directory. For values that must be stable yet unpredictable, such as the
+ * SCRAM salt shown for a user that does not exist (it must not change
+ * between workers, restarts or servers, or it would tell that the user is
+ * not real). */
+#define DIR_INSTANCE_SECRET_LEN 32
+int dir_instance_secret(struct dir *dir, uint8_t out[DIR_INSTANCE_SECRET_LEN],
+                        const char **error_r);
+
 /* Set the password hash, the SCRAM keys (NULL: none) and the APOP secret
  * (NULL: none) together, in one statement. */
 int dir_user_set_credentials(struct dir *dir, const char *address, const char *password_hash,

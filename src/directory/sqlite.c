@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 /* The schema this code reads and writes. */
-#define DIR_SCHEMA_VERSION 2
+#define DIR_SCHEMA_VERSION 3
 /* Other processes (the server, another admin command) may hold the write
  * lock briefly; wait this long before reporting "database is locked". */
 #define DIR_BUSY_TIMEOUT_MS 5000
@@ -61,6 +61,17 @@ static const char schema_v1[] =
 static const char migrate_v2[] = "ALTER TABLE mailboxes ADD COLUMN apop_secret TEXT NULL;"
                                  "PRAGMA user_version = 2;";
 
+/* Version 3: secrets of the installation itself, made once here (SQLite's
+ * randomblob draws from its OS-seeded generator) and shared by every
+ * process and server that uses this directory. */
+static const char migrate_v3[] =
+    "CREATE TABLE secrets ("
+    "  name TEXT PRIMARY KEY,"
+    "  value BLOB NOT NULL"
+    ");"
+    "INSERT INTO secrets(name, value) VALUES ('instance', randomblob(32));"
+    "PRAGMA user_version = 3;";
+
 enum dir_stmt {
 	ST_DOMAIN_ADD,
 	ST_DOMAIN_DEL,
@@ -89,6 +100,7 @@ enum dir_stmt {
 	ST_USER_SET_SCRAM,
 	ST_USER_GET_APOP,
 	ST_USER_SET_CREDENTIALS,
+	ST_INSTANCE_SECRET,
 	ST_COUNT
 };
 
@@ -149,6 +161,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                                 " scram_salt = ?3, scram_iterations = ?4,"
                                 " scram_stored_key = ?5, scram_server_key = ?6,"
                                 " apop_secret = ?7 WHERE address = ?1",
+    [ST_INSTANCE_SECRET] = "SELECT value FROM secrets WHERE name = 'instance'",
 };
 
 struct dir {
@@ -360,6 +373,11 @@ static int create_schema(struct dir *dir, const char **error_r)
 	 * two processes opening an old database do not both migrate it. */
 	if (version < 2 && sqlite3_exec(dir->db, migrate_v2, NULL, NULL, NULL) != SQLITE_OK) {
 		db_fail(dir, error_r, "migrating the schema to version 2");
+		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	if (version < 3 && sqlite3_exec(dir->db, migrate_v3, NULL, NULL, NULL) != SQLITE_OK) {
+		db_fail(dir, error_r, "migrating the schema to version 3");
 		sqlite3_exec(dir->db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
@@ -843,6 +861,23 @@ int dir_user_set_credentials(struct dir *dir, const char *address, const char *p
 	else
 		sqlite3_bind_null(st, 7);
 	return user_change(dir, st, addr, "setting a password", error_r);
+}
+
+int dir_instance_secret(struct dir *dir, uint8_t out[DIR_INSTANCE_SECRET_LEN], const char **error_r)
+{
+	sqlite3_stmt *st = stmt_get(dir, ST_INSTANCE_SECRET);
+	int rc = sqlite3_step(st), ret = 0;
+
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == DIR_INSTANCE_SECRET_LEN &&
+	    sqlite3_column_blob(st, 0) != NULL)
+		memcpy(out, sqlite3_column_blob(st, 0), DIR_INSTANCE_SECRET_LEN);
+	else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		ret =
+		    dir_fail(dir, error_r, "directory: the instance secret is missing or damaged");
+	else
+		ret = db_fail(dir, error_r, "reading the instance secret");
+	sqlite3_reset(st);
+	return ret;
 }
 
 /* Fill out from a row of USER_COLUMNS. Returns -1 if a value does not fit. */

@@ -126,7 +126,8 @@ static void test_credentials(void **state)
 	    dir_user_set_credentials(fx->d, "alice@example.org", "$y$x", NULL, "", &err), -1);
 }
 
-/* A version 1 database (no apop_secret column) is migrated when opened. */
+/* A version 1 database (no apop_secret column, no secrets table) is
+ * migrated when opened. */
 static void test_migration_from_v1(void **state)
 {
 	struct fixture *fx = *state;
@@ -140,6 +141,7 @@ static void test_migration_from_v1(void **state)
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
 	                              "ALTER TABLE mailboxes DROP COLUMN apop_secret;"
+	                              "DROP TABLE secrets;"
 	                              "PRAGMA user_version = 1;",
 	                              NULL, NULL, NULL),
 	                 SQLITE_OK);
@@ -154,10 +156,28 @@ static void test_migration_from_v1(void **state)
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(st, 0), 2);
+	assert_int_equal(sqlite3_column_int(st, 0), 3);
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	free(path);
+}
+
+static void test_instance_secret(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t a[DIR_INSTANCE_SECRET_LEN], b[DIR_INSTANCE_SECRET_LEN],
+	    zero[DIR_INSTANCE_SECRET_LEN];
+	struct dir *other;
+	const char *err;
+
+	memset(zero, 0, sizeof(zero));
+	assert_int_equal(dir_instance_secret(fx->d, a, &err), 0);
+	assert_memory_not_equal(a, zero, sizeof(a));
+	/* Another connection (another worker) reads the same one. */
+	assert_int_equal(dir_open(&fx->cfg, false, &other, &err), 0);
+	assert_int_equal(dir_instance_secret(other, b, &err), 0);
+	assert_memory_equal(a, b, sizeof(a));
+	dir_close(&other);
 }
 
 int main(void)
@@ -166,6 +186,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_scram_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_credentials, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_instance_secret, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
