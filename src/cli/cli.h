@@ -19,6 +19,10 @@ int cli_domain(int argc, char **argv);
 int cli_user(int argc, char **argv);
 int cli_alias(int argc, char **argv);
 int cli_deliver(int argc, char **argv);
+int cli_who(int argc, char **argv);
+int cli_kick(int argc, char **argv);
+int cli_reload(int argc, char **argv);
+int cli_stop(int argc, char **argv);
 
 /* "pillar: <message>\n" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

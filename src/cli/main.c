@@ -32,6 +32,10 @@ static const struct command commands[] = {
     {"alias", "alias add|del|list ...", "manage aliases", cli_alias},
     {"deliver", "deliver [-c FILE] [-f SENDER] RCPT...", "deliver a message from stdin",
      cli_deliver},
+    {"who", "who [--json] [-c FILE]", "list the running server's sessions", cli_who},
+    {"kick", "kick ADDRESS|SESSION [-c FILE]", "end sessions (no deletions)", cli_kick},
+    {"reload", "reload [-c FILE]", "re-read config and certificates", cli_reload},
+    {"stop", "stop [--grace TIME] [-c FILE]", "stop the running server", cli_stop},
     {"help", "help [COMMAND]", "show this help, or a command's", cli_help},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -7,14 +7,32 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct pool;
 struct config;
 struct tls_ctx;
 
+/* What `pillar who` shows of one client. Strings stay valid until the
+ * client's next event. */
+struct env_client_info {
+	const char *sid;
+	const char *proto; /* "pop3", "smtp", "lmtp" */
+	const char *user;  /* "" before login */
+	const char *rip;
+	const char *tls; /* "" without TLS, else version and cipher */
+	int64_t since;   /* unix seconds */
+	uint64_t bytes_in, bytes_out;
+};
+
 struct env_client {
 	struct env_client *prev, *next;
+	/* Fill in what `pillar who` shows. */
+	void (*info)(struct env_client *client, struct env_client_info *out);
+	/* `pillar kick`: drop the connection at once, like a client that went
+	 * away: nothing is applied (no POP3 UPDATE, no half message kept). */
+	void (*kick)(struct env_client *client);
 	/* The server is stopping: say so to the client (when it is between
 	 * replies) and close without applying anything half-way. */
 	void (*shutdown)(struct env_client *client);

@@ -43,6 +43,7 @@ struct conn {
 	void (*on_free)(void *arg, struct conn *c);
 	void *on_free_arg;
 	uint8_t peer_key[16];
+	uint64_t bytes_in, bytes_out; /* application data, after TLS */
 	char peer[48];
 };
 
@@ -154,8 +155,15 @@ static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_eventcb(((struct conn *)arg)->bev, BEV_EVENT_TIMEOUT, arg);
 }
 
+static void conn_count_out(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)buf;
+	((struct conn *)arg)->bytes_out += info->n_deleted;
+}
+
 static void conn_setup_bev(struct conn *c)
 {
+	evbuffer_add_cb(bufferevent_get_output(c->bev), conn_count_out, c);
 	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_MAX_READAHEAD);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
@@ -212,6 +220,8 @@ void conn_starttls(struct conn *c, SSL *ssl)
 	 * the TLS layer and fail the handshake instead. */
 	evbuffer_drain(in, evbuffer_get_length(in));
 	c->discarding = false;
+	/* From here `plain` carries TLS records; count the plaintext only. */
+	evbuffer_remove_cb(bufferevent_get_output(plain), conn_count_out, c);
 	/* The plaintext reply already queued on `plain` is written before any
 	 * TLS record, which the filter appends after it. */
 	c->bev = bufferevent_openssl_filter_new(c->base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING,
@@ -331,6 +341,7 @@ static void conn_process(struct conn *c)
 				break;
 			size_t used = c->h->data(c->ctx, v.iov_base, v.iov_len);
 			evbuffer_drain(in, used);
+			c->bytes_in += used;
 			if (used == 0 && c->raw)
 				break; /* the handler is not ready for more */
 			continue;
@@ -339,6 +350,7 @@ static void conn_process(struct conn *c)
 		if (c->discarding) {
 			size_t n = lf.pos < 0 ? avail : (size_t)lf.pos + 1;
 			evbuffer_drain(in, n);
+			c->bytes_in += n;
 			c->discarded += n;
 			if (lf.pos >= 0) {
 				c->discarding = false;
@@ -361,6 +373,7 @@ static void conn_process(struct conn *c)
 			break;
 		}
 		size_t n = (size_t)lf.pos + 1;
+		c->bytes_in += n;
 		if (n > c->max_line) {
 			evbuffer_drain(in, n);
 			c->h->line_too_long(c->ctx);
@@ -430,7 +443,7 @@ void conn_close(struct conn *c)
 
 void conn_abort(struct conn *c)
 {
-	conn_finish(c, c->closing ? c->reason : CONN_CLOSE_ERROR);
+	conn_finish(c, c->closing ? c->reason : CONN_CLOSE_DONE);
 }
 
 bool conn_closing(const struct conn *c)
@@ -442,6 +455,16 @@ void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), voi
 {
 	c->on_free = fn;
 	c->on_free_arg = arg;
+}
+
+uint64_t conn_bytes_in(const struct conn *c)
+{
+	return c->bytes_in;
+}
+
+uint64_t conn_bytes_out(const struct conn *c)
+{
+	return c->bytes_out;
 }
 
 const uint8_t *conn_peer_key(const struct conn *c)

@@ -122,7 +122,8 @@ size_t conn_output_len(const struct conn *c);
 /* Close after the queued output is written (bounded by a short timeout).
  * No more events except `closed`. */
 void conn_close(struct conn *c);
-/* Close now, dropping queued output. */
+/* Close now, dropping queued output (`closed` then reports
+ * CONN_CLOSE_DONE: the protocol decided, and logs why). */
 void conn_abort(struct conn *c);
 bool conn_closing(const struct conn *c);
 
@@ -130,6 +131,9 @@ bool conn_closing(const struct conn *c);
 void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), void *arg);
 
 const char *conn_peer(const struct conn *c);
+/* Octets of application data received and sent so far. */
+uint64_t conn_bytes_in(const struct conn *c);
+uint64_t conn_bytes_out(const struct conn *c);
 /* The peer's address as 16 bytes (IPv4 v4-mapped; zeros for unix sockets). */
 const uint8_t *conn_peer_key(const struct conn *c);
 bool conn_peer_loopback(const struct conn *c);

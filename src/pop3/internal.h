@@ -61,6 +61,7 @@ struct pop3_handoff {
 	char sid[POP3_SID_LEN + 1];
 	char user[DIR_ADDRESS_MAX + 1];
 	uint64_t connected_ms;
+	int64_t since; /* unix time of the connection, for `pillar who` */
 };
 
 /* Start the mail side of a connection that has just logged in. */

@@ -29,6 +29,7 @@ struct pop3_login {
 	struct auth_request *req; /* while a verification runs */
 	struct event *delay;      /* auth_failure_delay before the -ERR */
 	uint64_t connected_ms;
+	int64_t since;
 	unsigned failures;
 	unsigned bad_commands;
 	bool have_user;
@@ -134,6 +135,29 @@ static void login_shutdown(struct env_client *node)
 		login_say_shutdown(l);
 }
 
+static void login_info(struct env_client *node, struct env_client_info *out)
+{
+	static char tls[96]; /* valid until the next call: one loop per process */
+	struct pop3_login *l = (struct pop3_login *)node;
+	out->sid = l->sid;
+	out->proto = "pop3";
+	out->user = "";
+	out->rip = l->conn != NULL ? conn_peer(l->conn) : "";
+	out->tls = l->conn != NULL ? conn_tls_info(l->conn, tls, sizeof(tls)) : "";
+	out->since = l->since;
+	out->bytes_in = l->conn != NULL ? conn_bytes_in(l->conn) : 0;
+	out->bytes_out = l->conn != NULL ? conn_bytes_out(l->conn) : 0;
+}
+
+static void login_kick(struct env_client *node)
+{
+	struct pop3_login *l = (struct pop3_login *)node;
+	if (l->conn == NULL || conn_closing(l->conn))
+		return;
+	log_info("sid=%s event=disconnect reason=kicked rip=%s", l->sid, conn_peer(l->conn));
+	conn_abort(l->conn);
+}
+
 void pop3_accept(struct worker_env *env, struct conn *conn)
 {
 	struct pop3_login *l = xcalloc(1, sizeof(*l));
@@ -142,6 +166,9 @@ void pop3_accept(struct worker_env *env, struct conn *conn)
 	l->connected_ms = now_ms();
 	random_token(l->sid, POP3_SID_LEN);
 	l->node.shutdown = login_shutdown;
+	l->node.info = login_info;
+	l->node.kick = login_kick;
+	l->since = (int64_t)time(NULL);
 	l->conn = conn;
 	conn_set_handler(l->conn, &login_handler, l, POP3_MAX_LINE);
 	/* An absolute deadline: trickling bytes does not extend it. */
@@ -265,6 +292,7 @@ static void login_succeeded(struct pop3_login *l, const char *address)
 	memcpy(h.sid, l->sid, sizeof(h.sid));
 	snprintf(h.user, sizeof(h.user), "%s", address);
 	h.connected_ms = l->connected_ms;
+	h.since = l->since;
 	char tls[96];
 	log_info("sid=%s event=login user=%s rip=%s tls=\"%s\"", l->sid, address,
 	         conn_peer(l->conn), conn_tls_info(l->conn, tls, sizeof(tls)));

@@ -64,6 +64,7 @@ struct pop3_session {
 	unsigned retrieved;
 	uint64_t octets_sent;
 	uint64_t connected_ms;
+	int64_t since;
 	char sid[POP3_SID_LEN + 1];
 	char user[DIR_ADDRESS_MAX + 1];
 };
@@ -306,6 +307,31 @@ static void session_open_done(void *arg)
 	session_reply_done(s);
 }
 
+static void session_info(struct env_client *node, struct env_client_info *out)
+{
+	static char tls[96]; /* valid until the next call: one loop per process */
+	struct pop3_session *s = (struct pop3_session *)node;
+	out->sid = s->sid;
+	out->proto = "pop3";
+	out->user = s->user;
+	out->rip = s->conn != NULL ? conn_peer(s->conn) : "";
+	out->tls = s->conn != NULL ? conn_tls_info(s->conn, tls, sizeof(tls)) : "";
+	out->since = s->since;
+	out->bytes_in = s->conn != NULL ? conn_bytes_in(s->conn) : 0;
+	out->bytes_out = s->conn != NULL ? conn_bytes_out(s->conn) : 0;
+}
+
+/* Dropped like a client that went away: no UPDATE, nothing deleted. */
+static void session_kick(struct env_client *node)
+{
+	struct pop3_session *s = (struct pop3_session *)node;
+	if (s->conn == NULL || conn_closing(s->conn))
+		return;
+	log_info("sid=%s event=disconnect reason=kicked user=%s retr=%u deleted=0", s->sid, s->user,
+	         s->retrieved);
+	conn_abort(s->conn);
+}
+
 void pop3_session_start(const struct pop3_handoff *h)
 {
 	struct pop3_session *s = xcalloc(1, sizeof(*s));
@@ -319,6 +345,9 @@ void pop3_session_start(const struct pop3_handoff *h)
 	memcpy(s->user, h->user, sizeof(s->user));
 	s->path = maildir_path(s->env->cfg->mail_root, s->user);
 	s->node.shutdown = session_shutdown;
+	s->node.info = session_info;
+	s->node.kick = session_kick;
+	s->since = h->since;
 	env_client_add(s->env, &s->node);
 
 	conn_set_handler(s->conn, &session_handler, s, POP3_MAX_LINE);

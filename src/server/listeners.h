@@ -35,8 +35,9 @@ void listeners_close(struct listener_set *set, int unlink_paths);
  * process exit status. */
 struct iplimit;
 struct tls_ctx;
-/* `slot` identifies this worker among all live ones (for the per-IP table). */
+/* `slot` identifies this worker among all live ones (for the per-IP table);
+ * ctl is its end of the control channel to the master. */
 int worker_main(const struct config *cfg, const struct listener_set *set, struct tls_ctx *tls,
-                struct iplimit *ipl, unsigned slot);
+                struct iplimit *ipl, unsigned slot, int ctl);
 
 #endif

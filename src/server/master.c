@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,37 +24,7 @@
 #include "net/tls.h"
 #include "server/iplimit.h"
 #include "server/listeners.h"
-
-/* Worker slots, current and draining generations together. */
-#define MAX_WORKER_SLOTS 1024
-/* A worker that dies sooner than this after starting is restarted only
- * after this delay, so a crash loop does not spin. */
-#define RESTART_BACKOFF_MS 1000
-/* How long workers get to finish on stop before they are killed. */
-#define STOP_GRACE_MS 15000
-
-struct worker_slot {
-	pid_t pid;
-	unsigned generation;
-	unsigned index;
-	uint64_t started_ms;
-	uint64_t restart_at_ms; /* 0: running or not to be restarted */
-	bool in_use;
-};
-
-struct master {
-	struct config *cfg;
-	struct listener_set listeners;
-	struct worker_slot slots[MAX_WORKER_SLOTS];
-	unsigned generation;
-	int sigfd;
-	sigset_t old_mask;
-	bool stopping;
-	uint64_t stop_deadline_ms;
-	char *pidfile;
-	struct iplimit *ipl;
-	struct tls_ctx *tls;
-};
+#include "server/master.h"
 
 static unsigned slot_number(const struct master *m, const struct worker_slot *slot)
 {
@@ -62,20 +33,39 @@ static unsigned slot_number(const struct master *m, const struct worker_slot *sl
 
 static void spawn_worker(struct master *m, struct worker_slot *slot)
 {
+	int pair[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+		log_error("socketpair failed errno=%d; retrying", errno);
+		slot->restart_at_ms = now_ms() + RESTART_BACKOFF_MS;
+		return;
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_error("fork failed errno=%d; retrying", errno);
+		close(pair[0]);
+		close(pair[1]);
 		slot->restart_at_ms = now_ms() + RESTART_BACKOFF_MS;
 		return;
 	}
 	if (pid == 0) {
+		/* Only this worker's end of its own channel stays open. */
+		close(pair[0]);
+		for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
+			if (m->slots[i].in_use && m->slots[i].ctl >= 0)
+				close(m->slots[i].ctl);
+		if (m->control >= 0)
+			close(m->control);
+		if (m->control_client >= 0) /* else it never sees its answer end */
+			close(m->control_client);
 		close(m->sigfd);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
-		int status =
-		    worker_main(m->cfg, &m->listeners, m->tls, m->ipl, slot_number(m, slot));
+		int status = worker_main(m->cfg, &m->listeners, m->tls, m->ipl,
+		                         slot_number(m, slot), pair[1]);
 		exit(status);
 	}
+	close(pair[1]);
+	slot->ctl = pair[0];
 	slot->pid = pid;
 	slot->started_ms = now_ms();
 	slot->restart_at_ms = 0;
@@ -101,6 +91,7 @@ static void spawn_generation(struct master *m)
 			return;
 		}
 		memset(slot, 0, sizeof(*slot));
+		slot->ctl = -1;
 		slot->in_use = true;
 		slot->generation = m->generation;
 		slot->index = i;
@@ -142,6 +133,10 @@ static void reap(struct master *m)
 		if (s == NULL)
 			continue;
 		s->pid = 0;
+		if (s->ctl >= 0) {
+			close(s->ctl);
+			s->ctl = -1;
+		}
 		iplimit_forget_worker(m->ipl, slot_number(m, s));
 		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 		if (m->stopping || s->generation != m->generation) {
@@ -175,30 +170,30 @@ static int load_tls(const struct config *cfg, struct tls_ctx **tls_r, char *err,
 	return *tls_r == NULL ? -1 : 0;
 }
 
-static void reload(struct master *m)
+int master_reload(struct master *m, char *err, size_t errlen)
 {
 	struct config *cfg;
 	struct strlist errors = {0};
 
 	if (config_load(m->cfg->path, &cfg, &errors) < 0) {
-		for (size_t i = 0; i < errors.count; i++)
-			log_error("reload refused: %s", errors.items[i]);
+		size_t used = 0;
+		err[0] = '\0';
+		for (size_t i = 0; i < errors.count && used < errlen; i++)
+			used += (size_t)snprintf(err + used, errlen - used, "%s%s", i ? "\n" : "",
+			                         errors.items[i]);
 		strlist_free(&errors);
-		return;
+		return -1;
 	}
 	struct listener_set fresh;
 	struct tls_ctx *tls;
-	char err[512];
-	if (load_tls(cfg, &tls, err, sizeof(err)) < 0) {
-		log_error("reload refused: %s", err);
+	if (load_tls(cfg, &tls, err, errlen) < 0) {
 		config_free(&cfg);
-		return;
+		return -1;
 	}
-	if (listeners_bind(cfg, &m->listeners, &fresh, err, sizeof(err)) < 0) {
-		log_error("reload refused: %s", err);
+	if (listeners_bind(cfg, &m->listeners, &fresh, err, errlen) < 0) {
 		tls_ctx_free(&tls);
 		config_free(&cfg);
-		return;
+		return -1;
 	}
 	/* The old workers keep their own copy of the old context. */
 	tls_ctx_free(&m->tls);
@@ -212,16 +207,36 @@ static void reload(struct master *m)
 	spawn_generation(m);
 	signal_workers(m, SIGUSR1, true);
 	log_info("reloaded config=%s workers=%u", m->cfg->path, m->cfg->workers);
+	return 0;
 }
 
-static void begin_stop(struct master *m, int sig)
+static void reload(struct master *m)
+{
+	char err[2048];
+	if (master_reload(m, err, sizeof(err)) < 0) {
+		for (char *line = strtok(err, "\n"); line != NULL; line = strtok(NULL, "\n"))
+			log_error("reload refused: %s", line);
+	}
+}
+
+void master_stop(struct master *m, uint64_t grace_ms)
 {
 	if (m->stopping)
 		return;
 	m->stopping = true;
-	m->stop_deadline_ms = now_ms() + STOP_GRACE_MS;
-	log_info("stopping signal=%d", sig);
-	signal_workers(m, SIGTERM, false);
+	m->stop_deadline_ms = now_ms() + grace_ms + STOP_KILL_MARGIN_MS;
+	log_info("stopping grace=%llums", (unsigned long long)grace_ms);
+	/* The grace goes over the control channel; SIGTERM is the fallback
+	 * for a worker whose channel is gone (it then uses its default). */
+	char req[64];
+	int n = snprintf(req, sizeof(req), "stop %llu\n", (unsigned long long)grace_ms);
+	for (size_t i = 0; i < MAX_WORKER_SLOTS; i++) {
+		struct worker_slot *s = &m->slots[i];
+		if (!s->in_use || s->pid <= 0)
+			continue;
+		if (s->ctl < 0 || send(s->ctl, req, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) != n)
+			kill(s->pid, SIGTERM);
+	}
 }
 
 static void daemonize(void)
@@ -293,12 +308,15 @@ static int master_loop(struct master *m)
 				timeout = left;
 		}
 
-		struct pollfd pfd = {.fd = m->sigfd, .events = POLLIN};
-		int n = poll(&pfd, 1, timeout);
+		struct pollfd pfd[2] = {{.fd = m->sigfd, .events = POLLIN},
+		                        {.fd = m->control, .events = POLLIN}};
+		int n = poll(pfd, m->control >= 0 ? 2 : 1, timeout);
 		if (n < 0 && errno != EINTR)
 			fatal("poll: %s", strerror(errno));
 		if (n <= 0)
 			continue;
+		if (m->control >= 0 && (pfd[1].revents & POLLIN))
+			control_serve(m);
 		struct signalfd_siginfo si;
 		while (read(m->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 			switch (si.ssi_signo) {
@@ -311,7 +329,7 @@ static int master_loop(struct master *m)
 				break;
 			case SIGTERM:
 			case SIGINT:
-				begin_stop(m, (int)si.ssi_signo);
+				master_stop(m, DEFAULT_STOP_GRACE_MS);
 				break;
 			}
 		}
@@ -328,6 +346,8 @@ int server_run(struct config *cfg, bool foreground)
 
 	memset(&m, 0, sizeof(m));
 	m.cfg = cfg;
+	m.control = -1;
+	m.control_client = -1;
 	log_open("pillar", foreground);
 	if (geteuid() == 0 && priv_lookup(cfg->run_as, &uid, &gid, &error) < 0) {
 		log_error("run_as %s: %s", cfg->run_as, error);
@@ -368,6 +388,8 @@ int server_run(struct config *cfg, bool foreground)
 		fatal("signalfd: %s", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
 	write_pidfile(&m);
+	if (control_open(&m, err, sizeof(err)) < 0)
+		log_warn("no control socket: %s", err);
 
 	for (size_t i = 0; i < m.listeners.count; i++)
 		log_info("listening proto=%s addr=%s",
@@ -384,6 +406,10 @@ int server_run(struct config *cfg, bool foreground)
 		x_free(&m.pidfile);
 	}
 	close(m.sigfd);
+	control_close(&m);
+	for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
+		if (m.slots[i].in_use && m.slots[i].ctl >= 0)
+			close(m.slots[i].ctl);
 	iplimit_destroy(&m.ipl);
 	tls_ctx_free(&m.tls);
 	log_info("stopped");

@@ -3,6 +3,7 @@
  * (SIGUSR1, after a reload: stop accepting, finish open sessions) or to stop
  * (SIGTERM/SIGINT: tell every session and close). */
 #include <errno.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -26,6 +27,7 @@
 #include "server/iplimit.h"
 #include "smtp/smtp.h"
 #include "server/listeners.h"
+#include "server/master.h"
 
 /* After a stop, sessions get this long to say goodbye before the loop ends
  * regardless. */
@@ -147,18 +149,19 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct worker *w = arg;
-	log_warn("worker %u: sessions still open after %ds; closing", w->env.index,
-	         WORKER_STOP_GRACE_S);
+	log_warn("worker %u: sessions still open at the end of the stop grace; closing",
+	         w->env.index);
 	event_base_loopbreak(w->env.base);
 }
 
-static void begin_stop(struct worker *w, bool drain)
+static void begin_stop(struct worker *w, bool drain, uint64_t grace_ms)
 {
 	close_listeners(w);
 	if (!w->env.stopping) {
 		w->env.stopping = true;
 		if (!drain) {
-			struct timeval tv = {WORKER_STOP_GRACE_S, 0};
+			struct timeval tv = {(time_t)(grace_ms / 1000),
+			                     (suseconds_t)(grace_ms % 1000) * 1000};
 			evtimer_add(w->stop_timer, &tv);
 		}
 	}
@@ -168,14 +171,19 @@ static void begin_stop(struct worker *w, bool drain)
 		event_base_loopexit(w->env.base, NULL);
 }
 
+static void control_stop(void *arg, uint64_t grace_ms)
+{
+	begin_stop(arg, false, grace_ms);
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what;
-	begin_stop(arg, sig == SIGUSR1);
+	begin_stop(arg, sig == SIGUSR1, WORKER_STOP_GRACE_S * 1000);
 }
 
 int worker_main(const struct config *cfg, const struct listener_set *set, struct tls_ctx *tls,
-                struct iplimit *ipl, unsigned index)
+                struct iplimit *ipl, unsigned index, int ctl)
 {
 	struct worker w;
 	const char *error;
@@ -233,7 +241,14 @@ int worker_main(const struct config *cfg, const struct listener_set *set, struct
 	for (size_t i = 0; i < set->count; i++)
 		close(set->items[i].fd);
 
+	struct bufferevent *ctl_bev = worker_control_start(&w.env, ctl, control_stop, &w);
+	if (ctl_bev == NULL)
+		close(ctl);
+
 	event_base_dispatch(w.env.base);
+
+	if (ctl_bev != NULL)
+		bufferevent_free(ctl_bev);
 
 	close_listeners(&w);
 	pool_free(&w.env.pool);

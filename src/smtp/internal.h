@@ -84,6 +84,7 @@ struct smtp_session {
 	enum smtp_state state;
 	unsigned errors;
 	unsigned messages;
+	int64_t since;
 	struct smtp_txn *txn;
 	char helo[SMTP_DOMAIN_MAX + 1];
 	char sid[SMTP_SID_LEN + 1];

@@ -344,6 +344,31 @@ static void session_shutdown(struct env_client *node)
 	say_shutdown(s);
 }
 
+static void session_info(struct env_client *node, struct env_client_info *out)
+{
+	static char tls[96]; /* valid until the next call: one loop per process */
+	struct smtp_session *s = (struct smtp_session *)node;
+	out->sid = s->sid;
+	out->proto = s->lmtp ? "lmtp" : "smtp";
+	out->user = "";
+	out->rip = s->conn != NULL ? conn_peer(s->conn) : "";
+	out->tls = s->conn != NULL ? conn_tls_info(s->conn, tls, sizeof(tls)) : "";
+	out->since = s->since;
+	out->bytes_in = s->conn != NULL ? conn_bytes_in(s->conn) : 0;
+	out->bytes_out = s->conn != NULL ? conn_bytes_out(s->conn) : 0;
+}
+
+/* Dropped like a client that went away: a message not yet acknowledged is
+ * abandoned (the sender retries); one being committed finishes first. */
+static void session_kick(struct env_client *node)
+{
+	struct smtp_session *s = (struct smtp_session *)node;
+	if (s->conn == NULL || conn_closing(s->conn))
+		return;
+	log_info("sid=%s event=disconnect reason=kicked rip=%s", s->sid, conn_peer(s->conn));
+	conn_abort(s->conn);
+}
+
 void smtp_accept(struct worker_env *env, struct conn *conn, bool lmtp)
 {
 	struct smtp_session *s = xcalloc(1, sizeof(*s));
@@ -354,6 +379,9 @@ void smtp_accept(struct worker_env *env, struct conn *conn, bool lmtp)
 	s->state = SMTP_ST_GREETED;
 	random_token(s->sid, SMTP_SID_LEN);
 	s->node.shutdown = session_shutdown;
+	s->node.info = session_info;
+	s->node.kick = session_kick;
+	s->since = (int64_t)time(NULL);
 	env_client_add(env, &s->node);
 	conn_set_handler(conn, &session_handler, s, SMTP_MAX_LINE);
 	conn_set_idle_timeout(conn, SMTP_COMMAND_TIMEOUT_MS);
