@@ -567,3 +567,22 @@ def test_byte_quota_exceeded_at_data(mta):
         c.expect(f"RCPT TO:<{USER}>", 250)
         c.data(message(2), 250)
     delivered_once(p, USER, message(2))
+
+
+# -- SMTPUTF8 (RFC 6531) -------------------------------------------------------------
+
+
+def test_smtputf8_sender(mta):
+    sender = "jörg@exämple.org"
+    msg = ("From: <jörg@exämple.org>\r\nTo: <alice@example.test>\r\nSubject: Grüße\r\n\r\n"
+           "Ünïcödé body\r\n").encode()
+    with mta.smtp() as c:
+        c.ehlo()
+        # Without SMTPUTF8 a non-ASCII address is refused (RFC 6531 §3.5).
+        r = c.cmd(f"MAIL FROM:<{sender}>".encode())
+        assert r.code == 553 and r.enhanced == "5.6.7", r
+        c.expect(f"MAIL FROM:<{sender}> SMTPUTF8".encode(), 250)
+        c.expect("RCPT TO:<jörg@example.test>".encode(), 550, "5.1.1")
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(msg, 250)
+    delivered_once(mta, USER, msg, sender=sender)
