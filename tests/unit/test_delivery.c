@@ -463,6 +463,47 @@ static void test_maildir_deliver(void **state)
 	assert_int_equal(sb.st_nlink, 1);
 }
 
+/* A mailbox on another file system than the spool: link(2) fails with
+ * EXDEV and the message is copied (and the copy fsync'ed) instead. Uses
+ * /dev/shm when it is a different file system; skipped otherwise. */
+static void test_copy_across_file_systems(void **state)
+{
+	struct fixture *f = *state;
+	char other[64], name[512], path[1536];
+	struct stat a, b;
+	const char *error = NULL;
+	enum delivery_status st[2];
+	const char *errors[2];
+	size_t len;
+
+	if (stat(f->root, &a) < 0 || stat("/dev/shm", &b) < 0 || a.st_dev == b.st_dev)
+		skip();
+	strcpy(other, "/dev/shm/pillar-test-delivery.XXXXXX");
+	if (mkdtemp(other) == NULL)
+		skip();
+	char *box = maildir_path(other, "far@example.org");
+	assert_int_equal(maildir_create(box, &error), 0);
+
+	const char *boxes[2] = {box, f->box[0]};
+	struct delivery *d = begin(f);
+	write_ok(d, "copied\n", 7);
+	assert_int_equal(delivery_commit(d, boxes, 2, st, errors), 2);
+	delivery_free(&d);
+
+	only_new(box, name, path);
+	assert_non_null(strstr(name, ",S=7,W=8"));
+	char *got = read_all(path, &len);
+	assert_int_equal(len, 7);
+	assert_memory_equal(got, "copied\n", 7);
+	free(got);
+	assert_int_equal(count_entries(box, "tmp"), 0);
+	assert_int_equal(count_entries(f->box[0], "new"), 1);
+	assert_int_equal(count_entries(f->root, ".spool"), 0);
+
+	nftw(other, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(box);
+}
+
 static void set_mtime(const char *path, time_t when)
 {
 	struct timespec ts[2] = {{.tv_sec = when}, {.tv_sec = when}};
@@ -537,10 +578,12 @@ static void test_begin_fails(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    T(test_one_mailbox),  T(test_three_mailboxes), T(test_missing_mailbox),
-	    T(test_abandoned),    T(test_tmp_unwritable),  T(test_write_error),
-	    T(test_unique_names), T(test_empty_message),   T(test_maildir_deliver),
-	    T(test_clean_spool),  T(test_begin_fails),
+	    T(test_one_mailbox),     T(test_three_mailboxes),
+	    T(test_missing_mailbox), T(test_abandoned),
+	    T(test_tmp_unwritable),  T(test_write_error),
+	    T(test_unique_names),    T(test_empty_message),
+	    T(test_maildir_deliver), T(test_copy_across_file_systems),
+	    T(test_clean_spool),     T(test_begin_fails),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
