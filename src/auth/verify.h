@@ -1,5 +1,5 @@
 /* Checking a user name and password against the directory: the work done for
- * USER/PASS (and later SASL PLAIN/LOGIN). Runs on a pool thread (it hashes),
+ * USER/PASS and SASL PLAIN/LOGIN (auth/sasl.h). Runs on a pool thread (it hashes),
  * with one directory connection per thread.
  *
  * Unknown users, wrong passwords and malformed names take the same path and
@@ -30,6 +30,7 @@ struct auth_request {
 	enum auth_result result;
 	char address[DIR_ADDRESS_MAX + 1]; /* canonical form, on AUTH_OK/LOCKED */
 	const char *error;                 /* on AUTH_TEMPFAIL, for the log */
+	char error_buf[256];               /* where error points */
 };
 
 /* Fill a request; a user or password too long to store makes the request
@@ -37,7 +38,9 @@ struct auth_request {
 void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
                        const char *password);
 
-/* The pool job: fills req->result and req->address. */
+/* The pool job: fills req->result and req->address. A correct password
+ * for a mailbox without SCRAM keys (an imported hash) also computes and
+ * stores them (auth/scram.h), so SCRAM works from the next login on. */
 void auth_verify_work(void *req);
 
 /* Wipe the password from memory. */
