@@ -2,6 +2,7 @@
 #ifndef PILLAR_SERVER_LISTENERS_H
 #define PILLAR_SERVER_LISTENERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct config;
@@ -35,9 +36,15 @@ void listeners_close(struct listener_set *set, int unlink_paths);
  * process exit status. */
 struct iplimit;
 struct tls_ctx;
-/* `slot` identifies this worker among all live ones (for the per-IP table);
- * ctl is its end of the control channel to the master. */
-int worker_main(const struct config *cfg, const struct listener_set *set, struct tls_ctx *tls,
-                struct iplimit *ipl, unsigned slot, int ctl);
+struct worker_params {
+	const struct config *cfg;
+	const struct listener_set *listeners;
+	struct tls_ctx *tls;
+	struct iplimit *ipl;
+	unsigned slot;    /* unique among live workers (per-IP table, logs) */
+	int ctl;          /* this worker's end of the control channel */
+	bool housekeeper; /* the first of its generation: runs the Maildir sweeps */
+};
+int worker_main(const struct worker_params *p);
 
 #endif

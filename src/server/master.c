@@ -60,8 +60,16 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		close(m->sigfd);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
-		int status = worker_main(m->cfg, &m->listeners, m->tls, m->ipl,
-		                         slot_number(m, slot), pair[1]);
+		struct worker_params p = {
+		    .cfg = m->cfg,
+		    .listeners = &m->listeners,
+		    .tls = m->tls,
+		    .ipl = m->ipl,
+		    .slot = slot_number(m, slot),
+		    .ctl = pair[1],
+		    .housekeeper = slot->index == 0,
+		};
+		int status = worker_main(&p);
 		exit(status);
 	}
 	close(pair[1]);

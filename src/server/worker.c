@@ -26,6 +26,7 @@
 #include "pop3/pop3.h"
 #include "server/iplimit.h"
 #include "smtp/smtp.h"
+#include "store/delivery.h"
 #include "server/listeners.h"
 #include "server/master.h"
 
@@ -45,6 +46,9 @@ struct worker_listener {
 
 struct worker {
 	struct worker_env env;
+	struct event *cleanup_timer;
+	bool cleanup_running;
+	int cleanup_removed;
 	struct iplimit *ipl;
 	unsigned slot;
 	struct worker_listener *listeners;
@@ -171,6 +175,39 @@ static void begin_stop(struct worker *w, bool drain, uint64_t grace_ms)
 		event_base_loopexit(w->env.base, NULL);
 }
 
+/* Maildir: files in tmp/ untouched for 36 hours are leftovers of crashed
+ * deliveries. Worker 0 sweeps them (and the spool) at start and hourly, on
+ * the pool: a sweep of many mailboxes reads many directories. */
+#define CLEANUP_AGE_S      (36 * 3600)
+#define CLEANUP_INTERVAL_S 3600
+
+static void cleanup_work(void *arg)
+{
+	struct worker *w = arg;
+	w->cleanup_removed = delivery_clean_spool(w->env.cfg->mail_root, CLEANUP_AGE_S);
+}
+
+static void cleanup_done(void *arg)
+{
+	struct worker *w = arg;
+	w->cleanup_running = false;
+	if (w->cleanup_removed > 0)
+		log_info("event=cleanup removed=%d older_than=36h", w->cleanup_removed);
+}
+
+static void cleanup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct worker *w = arg;
+	if (!w->cleanup_running && !w->env.stopping) {
+		w->cleanup_running = true;
+		pool_submit(w->env.pool, cleanup_work, cleanup_done, w);
+	}
+	struct timeval tv = {CLEANUP_INTERVAL_S, 0};
+	evtimer_add(w->cleanup_timer, &tv);
+}
+
 static void control_stop(void *arg, uint64_t grace_ms)
 {
 	begin_stop(arg, false, grace_ms);
@@ -182,9 +219,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	begin_stop(arg, sig == SIGUSR1, WORKER_STOP_GRACE_S * 1000);
 }
 
-int worker_main(const struct config *cfg, const struct listener_set *set, struct tls_ctx *tls,
-                struct iplimit *ipl, unsigned index, int ctl)
+int worker_main(const struct worker_params *p)
 {
+	const struct config *cfg = p->cfg;
+	const struct listener_set *set = p->listeners;
+	unsigned index = p->slot;
 	struct worker w;
 	const char *error;
 
@@ -200,8 +239,8 @@ int worker_main(const struct config *cfg, const struct listener_set *set, struct
 	env_init(&w.env);
 	w.env.cfg = cfg;
 	w.env.index = index;
-	w.ipl = ipl;
-	w.env.tls = tls;
+	w.ipl = p->ipl;
+	w.env.tls = p->tls;
 	w.slot = index;
 	w.env.base = event_base_new();
 	if (w.env.base == NULL)
@@ -241,9 +280,12 @@ int worker_main(const struct config *cfg, const struct listener_set *set, struct
 	for (size_t i = 0; i < set->count; i++)
 		close(set->items[i].fd);
 
-	struct bufferevent *ctl_bev = worker_control_start(&w.env, ctl, control_stop, &w);
+	w.cleanup_timer = evtimer_new(w.env.base, cleanup_cb, &w);
+	if (p->housekeeper)
+		event_active(w.cleanup_timer, EV_TIMEOUT, 0);
+	struct bufferevent *ctl_bev = worker_control_start(&w.env, p->ctl, control_stop, &w);
 	if (ctl_bev == NULL)
-		close(ctl);
+		close(p->ctl);
 
 	event_base_dispatch(w.env.base);
 
@@ -259,6 +301,7 @@ int worker_main(const struct config *cfg, const struct listener_set *set, struct
 	event_free(w.sig_int);
 	event_free(w.sig_usr1);
 	event_free(w.stop_timer);
+	event_free(w.cleanup_timer);
 	event_base_free(w.env.base);
 	return 0;
 }

@@ -105,6 +105,8 @@ const struct smtp_command *smtp_command_find(enum smtp_verb verb);
 /* session.c */
 void smtp_reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void smtp_txn_reset(struct smtp_session *s);
+/* Count a failed command; the session ends with 421 at SMTP_MAX_ERRORS. */
+void smtp_count_error(struct smtp_session *s);
 void smtp_session_resume(struct smtp_session *s);
 /* Start reading message octets (DATA or a BDAT chunk). */
 void smtp_start_data(struct smtp_session *s);

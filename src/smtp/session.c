@@ -86,7 +86,7 @@ void smtp_session_resume(struct smtp_session *s)
 	conn_resume(s->conn);
 }
 
-static void count_error(struct smtp_session *s)
+void smtp_count_error(struct smtp_session *s)
 {
 	if (++s->errors >= SMTP_MAX_ERRORS) {
 		smtp_reply(s, "421 4.7.0 %s too many errors, closing connection",
@@ -117,14 +117,14 @@ static void session_line(void *ctx, char *line, size_t len)
 			conn_close(s->conn);
 			return;
 		}
-		count_error(s);
+		smtp_count_error(s);
 		return;
 	}
 	const struct smtp_command *row = smtp_command_find(cmd.verb);
 	if (row == NULL || !(s->lmtp ? row->lmtp : row->smtp)) {
 		smtp_reply(s, "500 5.5.1 %s is not a command of this %s server",
 		           smtp_verb_name(cmd.verb), s->lmtp ? "LMTP" : "SMTP");
-		count_error(s);
+		smtp_count_error(s);
 		return;
 	}
 	if (!(row->states & s->state)) {
@@ -142,18 +142,18 @@ static void session_line(void *ctx, char *line, size_t len)
 			conn_close(s->conn);
 			return;
 		}
-		count_error(s);
+		smtp_count_error(s);
 		return;
 	}
 	if (row->run(s, &cmd) < 0)
-		count_error(s);
+		smtp_count_error(s);
 }
 
 static void session_too_long(void *ctx)
 {
 	struct smtp_session *s = ctx;
 	smtp_reply(s, "500 5.5.2 line too long (limit %d octets)", SMTP_MAX_LINE);
-	count_error(s);
+	smtp_count_error(s);
 }
 
 /* ---- the message stream ---- */

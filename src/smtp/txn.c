@@ -143,10 +143,10 @@ static void rcpt_done(void *arg)
 		smtp_reply(s, "451 4.3.0 <%s> cannot be checked now, try again later", who);
 	} else if (job->result == DIR_RCPT_NOT_LOCAL) {
 		smtp_reply(s, "554 5.7.1 <%s> relay access denied", who);
-		s->errors++;
+		smtp_count_error(s);
 	} else if (job->result == DIR_RCPT_NO_USER) {
 		smtp_reply(s, "550 5.1.1 <%s> no such user here", who);
-		s->errors++;
+		smtp_count_error(s);
 	} else if (job->full) {
 		log_info("sid=%s event=refused reason=quota rcpt=%s mailbox=%s", s->sid,
 		         job->rcpt.canon, job->full_address);
