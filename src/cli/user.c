@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include "auth/password.h"
+#include "auth/scram.h"
 #include "core/config.h"
 #include "core/util.h"
 #include "directory/directory.h"
@@ -21,14 +22,27 @@
 #include <unistd.h>
 
 static const char user_help[] =
-    "usage: pillar user add ADDRESS [--password-stdin] [-c FILE]\n"
+    "usage: pillar user add ADDRESS [--password-stdin | --password-hash HASH] [-c FILE]\n"
     "       pillar user del ADDRESS [--purge] [-c FILE]\n"
-    "       pillar user passwd ADDRESS [--password-stdin] [-c FILE]\n"
+    "       pillar user passwd ADDRESS [--password-stdin | --password-hash HASH] [--apop]\n"
+    "                          [-c FILE]\n"
     "       pillar user quota ADDRESS [--bytes SIZE] [--messages N] [-c FILE]\n"
     "       pillar user list [DOMAIN] [--json] [-c FILE]\n"
     "\n"
     "Manage mailboxes. The domain must exist (pillar domain add). Without\n"
-    "--password-stdin the password is asked for twice on the terminal.\n"
+    "--password-stdin the password is asked for twice on the terminal. The\n"
+    "password is stored as a yescrypt hash and as SCRAM-SHA-256 keys, neither\n"
+    "of which gives the password back.\n"
+    "--password-hash takes an existing crypt(3) hash instead, for moving\n"
+    "mailboxes from another server: yescrypt ($y$), sha512-crypt ($6$),\n"
+    "sha256-crypt ($5$) or bcrypt ($2b$, $2y$, $2a$). Quote it for the shell.\n"
+    "Such a mailbox can log in with USER/PASS, PLAIN and LOGIN at once, and\n"
+    "with SCRAM-SHA-256 after its first such login (which computes its keys).\n"
+    "--apop also lets the mailbox log in with POP3 APOP (when the config has\n"
+    "apop = yes). WARNING: APOP needs the password itself, so --apop STORES\n"
+    "THE PASSWORD IN PLAIN TEXT in the directory database. Prefer SCRAM over\n"
+    "TLS; use --apop only for old clients that know nothing else. A later\n"
+    "'user passwd' without --apop removes it.\n"
     "'user del' moves the Maildir to <state_dir>/deleted/<address>.<time>;\n"
     "with --purge it is removed. The mailbox is also removed from every alias\n"
     "that delivers to it.\n"
@@ -38,17 +52,29 @@ static const char user_help[] =
     "\n"
     "  -c, --config FILE   the config file\n"
     "      --password-stdin  read the password as one line from stdin\n"
+    "      --password-hash HASH  use this crypt(3) hash (no SCRAM keys until\n"
+    "                      the first password login)\n"
+    "      --apop          also store the password in plain text for APOP\n"
     "      --purge         delete the mail too\n"
     "      --bytes SIZE    quota in bytes; K, M and G multiply by 1024\n"
     "      --messages N    quota in messages\n"
     "      --json          list as a JSON array\n"
     "  -h, --help          show this help\n";
 
-enum { OPT_PASSWORD_STDIN = 256, OPT_PURGE, OPT_JSON, OPT_BYTES, OPT_MESSAGES };
+enum {
+	OPT_PASSWORD_STDIN = 256,
+	OPT_PASSWORD_HASH,
+	OPT_APOP,
+	OPT_PURGE,
+	OPT_JSON,
+	OPT_BYTES,
+	OPT_MESSAGES
+};
 
 struct user_opts {
 	const char *conf;
-	bool password_stdin, purge, json;
+	bool password_stdin, purge, json, apop;
+	const char *password_hash;    /* --password-hash, NULL when not */
 	const char *bytes, *messages; /* user quota: as given, NULL when not */
 };
 
@@ -178,22 +204,95 @@ static int user_list(struct dir *dir, const struct config *cfg, const char *doma
 
 /* ---- add, passwd ---- */
 
-static char *new_hash(bool from_stdin, int *status_r)
+/* What a mailbox is given for its password. */
+struct credentials {
+	char *hash;
+	struct dir_scram scram;
+	bool has_scram;
+	char *apop; /* the password itself, with --apop */
+};
+
+static void credentials_free(struct credentials *c)
+{
+	free(c->hash);
+	if (c->apop != NULL) {
+		OPENSSL_cleanse(c->apop, strlen(c->apop));
+		free(c->apop);
+	}
+	OPENSSL_cleanse(c, sizeof(*c));
+}
+
+/* A crypt(3) hash from --password-hash: a prefix we accept and only the
+ * characters those hashes use, so nothing odd reaches the directory. */
+static bool hash_acceptable(const char *hash)
+{
+	if (!password_hash_supported(hash) || strlen(hash) > DIR_HASH_MAX)
+		return false;
+	for (const char *p = hash; *p != '\0'; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '/' || *p == '$' ||
+		      *p == '=' || *p == ','))
+			return false;
+	}
+	return true;
+}
+
+/* Fill c from --password-hash, or from a password read from stdin or the
+ * terminal: its yescrypt hash, its SCRAM keys and, with --apop, itself.
+ * Returns 0, or an exit status after printing why. */
+static int new_credentials(const struct user_opts *o, struct credentials *c)
 {
 	const char *err;
-	char *pw = cli_read_new_password(from_stdin, status_r);
-	char *hash;
+	int status = 0;
+	char *pw;
 
+	memset(c, 0, sizeof(*c));
+	if (o->password_hash != NULL) {
+		c->hash = xstrdup(o->password_hash);
+		return 0;
+	}
+	pw = cli_read_new_password(o->password_stdin, &status);
 	if (pw == NULL)
-		return NULL;
-	hash = password_hash(pw, &err);
+		return status;
+	c->hash = password_hash(pw, &err);
+	if (c->hash == NULL) {
+		cli_err("%s", err);
+		status = EX_SOFTWARE;
+	} else if (scram_keys_from_password(pw, &c->scram, &err) == 0) {
+		c->has_scram = true;
+	} else {
+		/* Not fatal: every other way to log in still works. */
+		cli_err("warning: no SCRAM-SHA-256 keys for this password: %s", err);
+	}
+	if (status == 0 && o->apop) {
+		if (strlen(pw) > DIR_APOP_SECRET_MAX) {
+			cli_err("an APOP password may have at most %d bytes", DIR_APOP_SECRET_MAX);
+			status = EX_DATAERR;
+		} else {
+			c->apop = xstrdup(pw);
+		}
+	}
 	OPENSSL_cleanse(pw, strlen(pw));
 	free(pw);
-	if (hash == NULL) {
-		cli_err("%s", err);
-		*status_r = EX_SOFTWARE;
-	}
-	return hash;
+	if (status != 0)
+		credentials_free(c);
+	return status;
+}
+
+/* Say, loudly, what --apop just did. */
+static void apop_warning(const struct config *cfg, const char *address)
+{
+	char *db = config_sqlite_path(cfg);
+
+	fprintf(stderr,
+	        "WARNING: APOP needs the password itself: the password of %s is now stored\n"
+	        "in PLAIN TEXT in %s. Anyone who can read that file can\n"
+	        "read it. 'pillar user passwd %s' without --apop removes it.\n",
+	        address, strcmp(cfg->directory, "sqlite") == 0 ? db : "the directory", address);
+	if (!cfg->apop)
+		fprintf(stderr, "note: the config has apop = no, so APOP stays off until it "
+		                "says apop = yes.\n");
+	free(db);
 }
 
 /* 1 exists, 0 not, -1 error (printed). */
@@ -209,11 +308,13 @@ static int user_exists(struct dir *dir, const char *address)
 	return r;
 }
 
-static int user_add(struct dir *dir, const struct config *cfg, const char *address, bool from_stdin)
+static int user_add(struct dir *dir, const struct config *cfg, const char *address,
+                    const struct user_opts *o)
 {
 	const char *domain = strchr(address, '@') + 1, *err;
+	struct credentials cred;
 	struct stat st;
-	char *hash, *path;
+	char *path;
 	bool existed;
 	int r, status = 0;
 
@@ -232,8 +333,8 @@ static int user_add(struct dir *dir, const struct config *cfg, const char *addre
 			cli_err("mailbox %s already exists", address);
 		return r > 0 ? EX_CANTCREAT : 1;
 	}
-	hash = new_hash(from_stdin, &status);
-	if (hash == NULL)
+	status = new_credentials(o, &cred);
+	if (status != 0)
 		return status;
 
 	/* Maildir first, then the directory row: a mailbox that can log in
@@ -243,24 +344,37 @@ static int user_add(struct dir *dir, const struct config *cfg, const char *addre
 	if (maildir_create(path, &err) < 0) {
 		cli_err("cannot create the Maildir %s: %s", path, err);
 		status = EX_CANTCREAT;
-	} else if (dir_user_add(dir, address, hash, &err) < 0) {
+	} else if (dir_user_add(dir, address, cred.hash, &err) < 0) {
 		cli_err("%s", err);
 		if (!existed)
 			cli_remove_tree(path);
 		status = 1;
-	} else {
+	} else if ((cred.has_scram || cred.apop != NULL) &&
+	           dir_user_set_credentials(dir, address, cred.hash,
+	                                    cred.has_scram ? &cred.scram : NULL, cred.apop,
+	                                    &err) < 0) {
+		/* The mailbox works; SCRAM keys come at its first login. */
 		printf("mailbox %s added\n", address);
+		cli_err("but its SCRAM keys%s could not be stored: %s",
+		        cred.apop != NULL ? " and APOP secret" : "", err);
+		status = 1;
+	} else {
+		printf("mailbox %s added%s\n", address,
+		       o->password_hash != NULL ? " (SCRAM keys at its first password login)" : "");
+		if (cred.apop != NULL)
+			apop_warning(cfg, address);
 	}
 	free(path);
-	free(hash);
+	credentials_free(&cred);
 	return status;
 }
 
-static int user_passwd(struct dir *dir, const char *address, bool from_stdin)
+static int user_passwd(struct dir *dir, const struct config *cfg, const char *address,
+                       const struct user_opts *o)
 {
+	struct credentials cred;
 	const char *err;
-	char *hash;
-	int r, status = 0;
+	int r, status;
 
 	r = user_exists(dir, address);
 	if (r <= 0) {
@@ -268,16 +382,22 @@ static int user_passwd(struct dir *dir, const char *address, bool from_stdin)
 			cli_err("no such mailbox %s", address);
 		return r == 0 ? EX_NOUSER : 1;
 	}
-	hash = new_hash(from_stdin, &status);
-	if (hash == NULL)
+	status = new_credentials(o, &cred);
+	if (status != 0)
 		return status;
-	if (dir_user_set_password(dir, address, hash, &err) < 0) {
+	/* Hash, keys and APOP secret in one statement: never a new hash with
+	 * the old password's keys or APOP secret. */
+	if (dir_user_set_credentials(dir, address, cred.hash, cred.has_scram ? &cred.scram : NULL,
+	                             cred.apop, &err) < 0) {
 		cli_err("%s", err);
 		status = 1;
 	} else {
-		printf("password of %s changed\n", address);
+		printf("password of %s changed%s\n", address,
+		       o->password_hash != NULL ? " (SCRAM keys at its first password login)" : "");
+		if (cred.apop != NULL)
+			apop_warning(cfg, address);
 	}
-	free(hash);
+	credentials_free(&cred);
 	return status;
 }
 
@@ -440,6 +560,8 @@ int cli_user(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
+	    {"password-hash", required_argument, NULL, OPT_PASSWORD_HASH},
+	    {"apop", no_argument, NULL, OPT_APOP},
 	    {"purge", no_argument, NULL, OPT_PURGE},
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"bytes", required_argument, NULL, OPT_BYTES},
@@ -486,6 +608,12 @@ int cli_user(int argc, char **argv)
 		case OPT_PASSWORD_STDIN:
 			o.password_stdin = true;
 			break;
+		case OPT_PASSWORD_HASH:
+			o.password_hash = optarg;
+			break;
+		case OPT_APOP:
+			o.apop = true;
+			break;
 		case OPT_PURGE:
 			o.purge = true;
 			break;
@@ -509,6 +637,22 @@ int cli_user(int argc, char **argv)
 	}
 	if (o.password_stdin && !add && !passwd)
 		return cli_usage_err("user", "--password-stdin is for user add and user passwd");
+	if (o.password_hash != NULL && !add && !passwd)
+		return cli_usage_err("user", "--password-hash is for user add and user passwd");
+	if (o.apop && !add && !passwd)
+		return cli_usage_err("user", "--apop is for user add and user passwd");
+	if (o.password_hash != NULL && o.password_stdin)
+		return cli_usage_err("user",
+		                     "--password-hash and --password-stdin exclude each other");
+	if (o.password_hash != NULL && o.apop)
+		return cli_usage_err("user",
+		                     "--apop needs the password itself, not --password-hash");
+	if (o.password_hash != NULL && !hash_acceptable(o.password_hash)) {
+		cli_err(
+		    "--password-hash: not a hash pillar accepts: expected yescrypt ($y$...), "
+		    "sha512-crypt ($6$...), sha256-crypt ($5$...) or bcrypt ($2b$/$2y$/$2a$...)");
+		return EX_DATAERR;
+	}
 	if (o.purge && !del)
 		return cli_usage_err("user", "--purge is for user del");
 	if (o.json && !list)
@@ -550,13 +694,13 @@ int cli_user(int argc, char **argv)
 	if (list)
 		status = user_list(dir, cfg, arg != NULL ? address : NULL, o.json);
 	else if (add)
-		status = user_add(dir, cfg, address, o.password_stdin);
+		status = user_add(dir, cfg, address, &o);
 	else if (del)
 		status = user_del(dir, cfg, address, o.purge);
 	else if (quota)
 		status = user_quota(dir, address, &o);
 	else
-		status = user_passwd(dir, address, o.password_stdin);
+		status = user_passwd(dir, cfg, address, &o);
 	dir_close(&dir);
 	config_free(&cfg);
 	return status;
