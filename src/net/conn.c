@@ -268,6 +268,11 @@ void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, s
 	c->max_line = max_line < CONN_LINE_MAX ? max_line : CONN_LINE_MAX;
 }
 
+void conn_set_max_line(struct conn *c, size_t max_line)
+{
+	c->max_line = max_line < CONN_LINE_MAX ? max_line : CONN_LINE_MAX;
+}
+
 void conn_set_idle_timeout(struct conn *c, uint64_t ms)
 {
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};

@@ -96,6 +96,10 @@ int conn_tls_exporter(const struct conn *c, unsigned char out[32]);
  * buffered input, which the new handler then receives. */
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line);
 
+/* Change the line limit (a SASL exchange allows longer lines than
+ * commands). */
+void conn_set_max_line(struct conn *c, size_t max_line);
+
 /* Idle timeout in ms (0 = none): restarted by every byte read or written. */
 void conn_set_idle_timeout(struct conn *c, uint64_t ms);
 /* Absolute deadline in ms from now (0 = cancel): never extended by input. */

@@ -2,6 +2,7 @@
  * handler runs. */
 #include <string.h>
 
+#include "auth/sasl.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "net/conn.h"
@@ -23,6 +24,8 @@ static const struct pop3_command commands[] = {
     {"UIDL", POP3_TRANSACTION, 0, 1, NULL, pop3_mail_uidl},
     /* RFC 2595 */
     {"STLS", POP3_AUTHORIZATION, 0, 0, pop3_login_stls, NULL},
+    /* RFC 5034 */
+    {"AUTH", POP3_AUTHORIZATION, 0, 2, pop3_login_auth, NULL},
     /* RFC 2449 */
     {"CAPA", POP3_AUTHORIZATION | POP3_TRANSACTION, 0, 0, pop3_login_capa, pop3_mail_capa},
 };
@@ -75,12 +78,15 @@ bool pop3_stls_available(const struct worker_env *env, const struct conn *conn)
 void pop3_write_capa(const struct worker_env *env, struct conn *conn, enum pop3_state state)
 {
 	bool login = state == POP3_AUTHORIZATION;
+	bool plain_ok = pop3_plaintext_allowed(env, conn);
+	unsigned char cb[32];
+	bool have_cb = conn_tls_exporter(conn, cb) == 0;
 
 	conn_printf(conn,
 	            "+OK capability list follows\r\n"
 	            "TOP\r\n"
 	            "UIDL\r\n"
-	            "%s%s"
+	            "%s%s%s%s%s"
 	            "RESP-CODES\r\n"
 	            "AUTH-RESP-CODE\r\n"
 	            "PIPELINING\r\n"
@@ -88,7 +94,8 @@ void pop3_write_capa(const struct worker_env *env, struct conn *conn, enum pop3_
 	            "LOGIN-DELAY 0\r\n"
 	            "IMPLEMENTATION Pillar\r\n"
 	            ".\r\n",
-	            login && pop3_plaintext_allowed(env, conn) ? "USER\r\n" : "",
+	            login && plain_ok ? "USER\r\n" : "", login ? "SASL " : "",
+	            login ? sasl_mechanisms(plain_ok, have_cb) : "", login ? "\r\n" : "",
 	            login && pop3_stls_available(env, conn) ? "STLS\r\n" : "");
 }
 

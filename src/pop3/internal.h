@@ -74,6 +74,7 @@ int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd);
 int pop3_login_capa(struct pop3_login *l, const struct pop3_cmd *cmd);
 int pop3_login_quit(struct pop3_login *l, const struct pop3_cmd *cmd);
 int pop3_login_stls(struct pop3_login *l, const struct pop3_cmd *cmd);
+int pop3_login_auth(struct pop3_login *l, const struct pop3_cmd *cmd);
 
 int pop3_mail_stat(struct pop3_session *s, const struct pop3_cmd *cmd);
 int pop3_mail_list(struct pop3_session *s, const struct pop3_cmd *cmd);

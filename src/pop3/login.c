@@ -17,28 +17,11 @@
 #include "net/conn.h"
 #include "net/tls.h"
 #include "pop3/internal.h"
+#include "pop3/login.h"
 #include "pop3/pop3.h"
 
 /* Failed logins in one connection before it is closed. */
 #define POP3_MAX_AUTH_FAILURES 3
-
-struct pop3_login {
-	struct env_client node; /* first: the env hands us back by it */
-	struct worker_env *env;
-	struct conn *conn;
-	struct auth_request *req; /* while a verification runs */
-	struct event *delay;      /* auth_failure_delay before the -ERR */
-	uint64_t connected_ms;
-	int64_t since;
-	unsigned failures;
-	unsigned bad_commands;
-	bool have_user;
-	bool busy;         /* a verification or a failure delay is under way */
-	bool conn_gone;    /* the connection closed while busy */
-	bool stop_pending; /* shutdown arrived while busy */
-	char sid[POP3_SID_LEN + 1];
-	char user[DIR_ADDRESS_MAX + 1];
-};
 
 static void login_free(struct pop3_login *l)
 {
@@ -49,6 +32,7 @@ static void login_free(struct pop3_login *l)
 		auth_request_clear(l->req);
 		free(l->req);
 	}
+	pop3_sasl_clear(l);
 	free(l);
 }
 
@@ -73,6 +57,10 @@ static void login_line(void *ctx, char *line, size_t len)
 	struct pop3_login *l = ctx;
 	struct pop3_cmd cmd;
 
+	if (l->sasl != NULL) {
+		pop3_sasl_line(l, line, len);
+		return;
+	}
 	const struct pop3_command *row =
 	    pop3_command_check(l->conn, POP3_AUTHORIZATION, line, len, &cmd);
 	if (row == NULL || row->login(l, &cmd) < 0)
@@ -252,6 +240,20 @@ int pop3_login_user(struct pop3_login *l, const struct pop3_cmd *cmd)
 	return 0;
 }
 
+bool pop3_login_job_done(struct pop3_login *l)
+{
+	l->busy = false;
+	if (l->conn_gone) {
+		login_free(l);
+		return true;
+	}
+	if (l->stop_pending) {
+		login_say_shutdown(l);
+		return true;
+	}
+	return false;
+}
+
 static void login_fail_reply(struct pop3_login *l)
 {
 	l->busy = false;
@@ -282,7 +284,7 @@ static void login_delay_done(evutil_socket_t fd, short what, void *arg)
 	login_fail_reply(arg);
 }
 
-static void login_succeeded(struct pop3_login *l, const char *address)
+void pop3_login_succeeded(struct pop3_login *l, const char *address)
 {
 	struct pop3_handoff h;
 
@@ -305,11 +307,44 @@ static void login_succeeded(struct pop3_login *l, const char *address)
 	login_free(l);
 }
 
+void pop3_login_locked(struct pop3_login *l, const char *address)
+{
+	log_info("sid=%s event=login-refused reason=locked user=%s rip=%s", l->sid, address,
+	         conn_peer(l->conn));
+	conn_printf(l->conn, "-ERR [AUTH] mailbox locked\r\n");
+	l->busy = false;
+	conn_resume(l->conn);
+}
+
+void pop3_login_tempfail(struct pop3_login *l, const char *error)
+{
+	log_error("sid=%s event=auth-error error=\"%s\" rip=%s", l->sid,
+	          error != NULL ? error : "unknown", conn_peer(l->conn));
+	conn_printf(l->conn, "-ERR [SYS/TEMP] authentication is temporarily unavailable\r\n");
+	l->busy = false;
+	conn_resume(l->conn);
+}
+
+void pop3_login_failed(struct pop3_login *l, const char *name)
+{
+	char safe[DIR_ADDRESS_MAX + 1];
+
+	l->failures++;
+	log_info("sid=%s auth failed user=%s rip=%s", l->sid,
+	         text_log_safe(name != NULL ? name : "", safe, sizeof(safe)), conn_peer(l->conn));
+	/* Answer only after the delay, on a timer: other sessions go on. */
+	uint64_t ms = l->env->cfg->auth_failure_delay;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+	l->busy = true;
+	if (l->delay == NULL)
+		l->delay = evtimer_new(l->env->base, login_delay_done, l);
+	evtimer_add(l->delay, &tv);
+}
+
 static void login_auth_done(void *arg)
 {
 	struct pop3_login *l = arg;
 	struct auth_request *req = l->req;
-	char safe[DIR_ADDRESS_MAX + 1];
 
 	l->req = NULL;
 	if (l->conn_gone || l->stop_pending) {
@@ -319,35 +354,17 @@ static void login_auth_done(void *arg)
 	}
 	switch (req->result) {
 	case AUTH_OK:
-		login_succeeded(l, req->address);
+		pop3_login_succeeded(l, req->address);
 		break;
 	case AUTH_LOCKED:
-		log_info("sid=%s event=login-refused reason=locked user=%s rip=%s", l->sid,
-		         req->address, conn_peer(l->conn));
-		conn_printf(l->conn, "-ERR [AUTH] mailbox locked\r\n");
-		l->busy = false;
-		conn_resume(l->conn);
+		pop3_login_locked(l, req->address);
 		break;
 	case AUTH_TEMPFAIL:
-		log_error("sid=%s event=auth-error error=\"%s\" rip=%s", l->sid,
-		          req->error != NULL ? req->error : "unknown", conn_peer(l->conn));
-		conn_printf(l->conn,
-		            "-ERR [SYS/TEMP] authentication is temporarily unavailable\r\n");
-		l->busy = false;
-		conn_resume(l->conn);
+		pop3_login_tempfail(l, req->error);
 		break;
-	case AUTH_FAILED: {
-		l->failures++;
-		log_info("sid=%s auth failed user=%s rip=%s", l->sid,
-		         text_log_safe(req->user, safe, sizeof(safe)), conn_peer(l->conn));
-		/* Answer only after the delay, on a timer: other sessions go on. */
-		uint64_t ms = l->env->cfg->auth_failure_delay;
-		struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-		if (l->delay == NULL)
-			l->delay = evtimer_new(l->env->base, login_delay_done, l);
-		evtimer_add(l->delay, &tv);
+	case AUTH_FAILED:
+		pop3_login_failed(l, req->user);
 		break;
-	}
 	}
 	free(req);
 }

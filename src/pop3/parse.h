@@ -11,7 +11,7 @@
 #define POP3_MAX_LINE 255
 /* RFC 1939 keywords are 3-4 characters; RFC 2449 allows extensions up to 4. */
 #define POP3_MAX_KEYWORD 4
-#define POP3_MAX_ARGS	 2
+#define POP3_MAX_ARGS    2
 
 struct pop3_cmd {
 	char keyword[POP3_MAX_KEYWORD + 1]; /* upper-cased */
@@ -21,10 +21,10 @@ struct pop3_cmd {
 
 enum pop3_parse_result {
 	POP3_PARSE_OK = 0,
-	POP3_PARSE_EMPTY,     /* empty line */
-	POP3_PARSE_BAD_CHAR,  /* NUL, CR or another control character in the line */
-	POP3_PARSE_KEYWORD,   /* keyword not 3-4 letters */
-	POP3_PARSE_TOO_MANY,  /* more than POP3_MAX_ARGS arguments */
+	POP3_PARSE_EMPTY,    /* empty line */
+	POP3_PARSE_BAD_CHAR, /* NUL, CR or another control character in the line */
+	POP3_PARSE_KEYWORD,  /* keyword not 3-4 letters */
+	POP3_PARSE_TOO_MANY, /* more than POP3_MAX_ARGS arguments */
 };
 
 /* Parse line[0..len) (without the line terminator) in place: spaces between

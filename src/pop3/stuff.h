@@ -31,7 +31,7 @@ void pop3_stuff_init(struct pop3_stuff *st, int64_t top_lines);
  * bytes were used (less than len only when the TOP limit was reached, after
  * which st->done is true). */
 size_t pop3_stuff_chunk(struct pop3_stuff *st, const char *in, size_t len, char *out,
-			size_t *consumed_r);
+                        size_t *consumed_r);
 
 /* The terminator: CRLF if the data did not end at a line start, then ".\r\n".
  * out needs room for POP3_STUFF_END_MAX bytes. Returns bytes written. */

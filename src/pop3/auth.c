@@ -1,0 +1,153 @@
+/* POP3 AUTH (RFC 5034): SASL on the login side. The mechanisms are in
+ * auth/sasl.c; here are only the lines: the command, "+ " challenges, the
+ * client's answers, "*" to cancel. Every step runs on the pool (it may
+ * hash or query the directory) with the connection paused. */
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/sasl.h"
+#include "core/config.h"
+#include "core/env.h"
+#include "core/log.h"
+#include "core/pool.h"
+#include "core/util.h"
+#include "net/conn.h"
+#include "pop3/internal.h"
+#include "pop3/login.h"
+
+void pop3_sasl_clear(struct pop3_login *l)
+{
+	sasl_free(&l->sasl);
+	if (l->sasl_in != NULL) {
+		OPENSSL_cleanse(l->sasl_in, strlen(l->sasl_in));
+		x_free(&l->sasl_in);
+	}
+	x_free(&l->sasl_out);
+	if (l->conn != NULL)
+		conn_set_max_line(l->conn, POP3_MAX_LINE);
+}
+
+static void sasl_work(void *arg)
+{
+	struct pop3_login *l = arg;
+	/* Only the sasl fields are touched off the loop; the loop leaves them
+	 * alone while l->busy is set. */
+	l->sasl_result = sasl_step(l->sasl, l->sasl_in, &l->sasl_out);
+}
+
+static void sasl_done(void *arg)
+{
+	struct pop3_login *l = arg;
+
+	if (l->sasl_in != NULL) {
+		OPENSSL_cleanse(l->sasl_in, strlen(l->sasl_in));
+		x_free(&l->sasl_in);
+	}
+	if (pop3_login_job_done(l))
+		return;
+	enum sasl_step r = (enum sasl_step)l->sasl_result;
+	if (r == SASL_CONTINUE) {
+		conn_printf(l->conn, "+ %s\r\n", l->sasl_out);
+		x_free(&l->sasl_out);
+		conn_resume(l->conn);
+		return;
+	}
+	/* The exchange is over: copy what we still need, then end it. */
+	char user[DIR_ADDRESS_MAX + 1] = "", name[DIR_ADDRESS_MAX + 1] = "";
+	const char *why = sasl_error(l->sasl);
+	char error[160];
+	snprintf(error, sizeof(error), "%s", why != NULL ? why : "unknown");
+	if (sasl_user(l->sasl) != NULL)
+		snprintf(user, sizeof(user), "%s", sasl_user(l->sasl));
+	if (sasl_login_name(l->sasl) != NULL)
+		snprintf(name, sizeof(name), "%s", sasl_login_name(l->sasl));
+	char mech[32];
+	snprintf(mech, sizeof(mech), "%s", sasl_mech_name(l->sasl));
+	pop3_sasl_clear(l);
+
+	switch (r) {
+	case SASL_OK:
+		log_info("sid=%s event=sasl mech=%s user=%s", l->sid, mech, user);
+		pop3_login_succeeded(l, user);
+		break;
+	case SASL_LOCKED:
+		pop3_login_locked(l, user);
+		break;
+	case SASL_TEMPFAIL:
+		pop3_login_tempfail(l, error);
+		break;
+	case SASL_MALFORMED:
+		/* Not a guess at a password: answered at once, but it still
+		 * counts towards the failures of this connection. */
+		log_info("sid=%s event=sasl-malformed mech=%s error=\"%s\" rip=%s", l->sid, mech,
+		         error, conn_peer(l->conn));
+		pop3_login_failed(l, name);
+		break;
+	case SASL_FAILED:
+	case SASL_CONTINUE:
+		pop3_login_failed(l, name);
+		break;
+	}
+}
+
+static void sasl_next(struct pop3_login *l, const char *in)
+{
+	l->sasl_in = in != NULL ? xstrdup(in) : NULL;
+	l->busy = true;
+	conn_pause(l->conn);
+	pool_submit(l->env->pool, sasl_work, sasl_done, l);
+}
+
+void pop3_sasl_line(struct pop3_login *l, char *line, size_t len)
+{
+	if (len == 1 && line[0] == '*') {
+		/* RFC 5034 §4: the client cancels; we reject the AUTH. */
+		pop3_sasl_clear(l);
+		conn_printf(l->conn, "-ERR [AUTH] authentication cancelled\r\n");
+		return;
+	}
+	if (strlen(line) != len) { /* a NUL can never be base64 */
+		pop3_sasl_clear(l);
+		pop3_login_failed(l, "");
+		return;
+	}
+	sasl_next(l, line);
+}
+
+int pop3_login_auth(struct pop3_login *l, const struct pop3_cmd *cmd)
+{
+	bool plain_ok = pop3_plaintext_allowed(l->env, l->conn);
+	unsigned char cb[32];
+	bool have_cb = conn_tls_exporter(l->conn, cb) == 0;
+
+	if (cmd->argc == 0) {
+		/* No mechanism: list them (the RFC 1734 form clients still use). */
+		char list[256];
+		snprintf(list, sizeof(list), "%s", sasl_mechanisms(plain_ok, have_cb));
+		conn_printf(l->conn, "+OK supported mechanisms follow\r\n");
+		for (char *m = strtok(list, " "); m != NULL; m = strtok(NULL, " "))
+			conn_printf(l->conn, "%s\r\n", m);
+		conn_printf(l->conn, ".\r\n");
+		return 0;
+	}
+	const char *mech = cmd->argv[0];
+	if (!sasl_mech_allowed(mech, plain_ok, have_cb)) {
+		if (!plain_ok && sasl_mech_allowed(mech, true, have_cb))
+			conn_printf(l->conn, "-ERR [AUTH] %s needs TLS here: use STLS first\r\n",
+			            mech);
+		else
+			conn_printf(l->conn, "-ERR unsupported authentication mechanism\r\n");
+		return -1;
+	}
+	const char *error;
+	if (sasl_start(l->env->cfg, mech, have_cb ? cb : NULL, have_cb ? sizeof(cb) : 0, &l->sasl,
+	               &error) < 0) {
+		conn_printf(l->conn, "-ERR %s\r\n", error);
+		return -1;
+	}
+	/* Challenge answers may be longer than a command line. */
+	conn_set_max_line(l->conn, SASL_B64_MAX + 2);
+	sasl_next(l, cmd->argc == 2 ? cmd->argv[1] : NULL);
+	return 0;
+}
