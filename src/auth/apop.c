@@ -111,11 +111,15 @@ enum auth_result apop_verify(const struct config *cfg, const char *user, const c
 			dir = dir_thread(cfg, error_r);
 			if (dir == NULL)
 				return AUTH_TEMPFAIL;
+			/* Both queries whether or not the first finds the
+			 * user, so the work does not tell. */
 			r = dir_user_lookup(dir, address, &du, error_r);
-			if (r > 0) {
+			if (r >= 0) {
+				int k = dir_user_get_apop(dir, address, secret, sizeof(secret),
+				                          error_r);
+
 				OPENSSL_cleanse(du.password_hash, sizeof(du.password_hash));
-				r = dir_user_get_apop(dir, address, secret, sizeof(secret),
-				                      error_r);
+				r = k < 0 ? -1 : r > 0 && k > 0;
 			}
 			if (r < 0) {
 				*error_r = drop_dir(*error_r);

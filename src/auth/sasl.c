@@ -347,10 +347,14 @@ static enum sasl_step scram_keys(struct sasl_session *s, const char *name, struc
 	if (strlen(name) < sizeof(address)) {
 		memcpy(address, name, strlen(name) + 1);
 		if (dir_check_address(address, &error) == 0) {
+			/* Both queries whether or not the first finds the
+			 * user, so the work does not tell. */
 			r = dir_user_lookup(dir, address, &user, &error);
-			if (r > 0) {
+			if (r >= 0) {
+				int k = dir_user_get_scram(dir, address, keys, &error);
+
 				OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
-				r = dir_user_get_scram(dir, address, keys, &error);
+				r = k < 0 ? -1 : r > 0 && k > 0;
 			}
 			if (r < 0)
 				return tempfail(s, error, true);
