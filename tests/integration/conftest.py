@@ -31,19 +31,22 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def make_pillar(request):
     """Factory: make_pillar(domain=True, start=True, smtp=False, lmtp=False,
-    **settings) -> Pillar (see Pillar for smtp and lmtp)."""
+    tls=False, pop3s=False, **settings) -> Pillar (see Pillar for smtp,
+    lmtp, tls and pop3s)."""
     instances = []
     bases = []
     request.node._pillar_instances = instances
 
-    def factory(domain=True, start=True, init_args=(), smtp=False, lmtp=False, **settings):
+    def factory(domain=True, start=True, init_args=(), smtp=False, lmtp=False, tls=False,
+                pop3s=False, **settings):
         base = Path(tempfile.mkdtemp(prefix="pillar-it-"))
         # The server drops privileges: the instance must be reachable by it.
         os.chmod(base, 0o755)
         bases.append(base)
         merged = dict(DEFAULT_SETTINGS)
         merged.update({k: str(v) for k, v in settings.items()})
-        inst = Pillar(base, merged, init_args=init_args, smtp=smtp, lmtp=lmtp)
+        inst = Pillar(base, merged, init_args=init_args, smtp=smtp, lmtp=lmtp, tls=tls,
+                      pop3s=pop3s)
         instances.append(inst)
         if domain:
             inst.add_domain()

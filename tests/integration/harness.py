@@ -15,7 +15,9 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,17 +105,30 @@ class Conn:
     line() returns one reply line without its CRLF; a reply that ends in a bare
     LF never completes and so fails the test with a timeout."""
 
-    def __init__(self, port, timeout=IO_TIMEOUT, greet=True, source=None):
+    def __init__(self, port, timeout=IO_TIMEOUT, greet=True, source=None, tls=None,
+                 server_hostname="localhost", sock=None):
         # source: a client address such as "127.0.0.2" (all of 127/8 is
         # loopback), to look like a different client host.
-        self.sock = socket.create_connection(
-            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
-        )
+        # tls: an ssl.SSLContext to handshake with right after connecting
+        # (implicit TLS, the pop3s port), before the greeting is read.
+        # sock: an already connected socket to use instead of connecting.
+        if sock is None:
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+            )
+        self.sock = sock
+        self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.buf = bytearray()
         self.eof = False
         self.greeting = None
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname)
+            except BaseException:
+                self.sock.close()
+                raise
         if greet:
             self.greeting = self.line()
             assert self.greeting.startswith(b"+OK"), self.greeting
@@ -242,9 +257,19 @@ class Conn:
         self.buf.clear()
         return out
 
+    def starttls(self, context, server_hostname="localhost"):
+        """Handshake on this connection (after +OK to STLS or 220 to
+        STARTTLS). Nothing may have arrived after that reply: bytes the
+        server sent in plaintext past it would be an injection hole."""
+        assert not self.buf, f"plaintext after the STLS/STARTTLS reply: {bytes(self.buf)!r}"
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        return self.sock
+
     def pending(self, wait=0.0) -> bool:
         """Whether any reply byte (or EOF) is available within `wait` seconds."""
         if self.buf or self.eof:
+            return True
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
         import select
 
@@ -287,8 +312,11 @@ class SmtpConn(Conn):
 
     target: a TCP port on 127.0.0.1, or the path of a unix socket."""
 
-    def __init__(self, target, timeout=IO_TIMEOUT, greet=True):
-        if isinstance(target, int):
+    def __init__(self, target, timeout=IO_TIMEOUT, greet=True, sock=None):
+        if sock is not None:
+            self.sock = sock
+            self.sock.settimeout(timeout)
+        elif isinstance(target, int):
             self.sock = socket.create_connection(("127.0.0.1", target), timeout=timeout)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
@@ -415,6 +443,54 @@ def free_ports(n):
             s.close()
 
 
+# --------------------------------------------------------------------------
+# TLS certificates for test instances.
+
+
+def make_cert(directory, name="server", cn="localhost", serial=None, org=None, days=30):
+    """A fresh self-signed certificate (RSA 2048) valid for localhost and
+    127.0.0.1, and its unencrypted key, made with the openssl CLI.
+    Returns (cert_path, key_path)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subject = f"/CN={cn}" + (f"/O={org}" if org else "")
+    cmd = [tool("openssl") or "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+           "-subj", subject, "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+           "-days", str(days), "-keyout", str(key), "-out", str(cert)]
+    if serial is not None:
+        cmd += ["-set_serial", str(serial)]
+    r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 0, f"openssl req failed: {r.stderr.decode(errors='replace')}"
+    return cert, key
+
+
+_shared_cert = None
+
+
+def shared_cert():
+    """One certificate made once per test run (making RSA keys takes time),
+    copied into each instance that wants TLS. Returns (cert_path, key_path)."""
+    global _shared_cert
+    if _shared_cert is None:
+        import atexit
+
+        d = Path(tempfile.mkdtemp(prefix="pillar-it-cert-"))
+        atexit.register(shutil.rmtree, d, True)
+        _shared_cert = make_cert(d, serial=1)
+    return _shared_cert
+
+
+def tls_client_context(cafile, version=None):
+    """A client context that verifies the server against cafile (the test
+    certificate); version pins one ssl.TLSVersion."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    if version is not None:
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+    return ctx
+
+
 def children_of(pid):
     """PIDs whose parent is pid (from /proc, so no ps parsing)."""
     out = []
@@ -482,10 +558,15 @@ def wait_for(predicate, timeout, what):
 
 
 class Pillar:
-    def __init__(self, base: Path, settings: dict, init_args=(), smtp=False, lmtp=False):
+    def __init__(self, base: Path, settings: dict, init_args=(), smtp=False, lmtp=False,
+                 tls=False, pop3s=False):
         """smtp: also listen for SMTP on a free loopback port (self.smtp_port).
         lmtp: True for LMTP on a free loopback port (self.lmtp_port), "unix"
-        for LMTP on a unix socket (self.lmtp_path), "both" for the two."""
+        for LMTP on a unix socket (self.lmtp_path), "both" for the two.
+        tls: set tls_cert and tls_key to a copy of the test certificate
+        (self.cert, self.key; see shared_cert()), which the test can replace.
+        pop3s: also listen for POP3 over implicit TLS on a free loopback port
+        (self.pop3s_port); implies tls."""
         self.base = base
         self.dir = base / "inst"
         self.conf = self.dir / "pillar.conf"
@@ -494,9 +575,21 @@ class Pillar:
         self.expect_exit = False
         self.problems = []  # found at teardown
         self.seq = 0
-        self.port, smtp_port, lmtp_port = free_ports(3)
+        self.port, smtp_port, lmtp_port, pop3s_port = free_ports(4)
         self.smtp_port = smtp_port if smtp else None
         self.lmtp_port = lmtp_port if lmtp in (True, "both") else None
+        self.pop3s_port = pop3s_port if pop3s else None
+        # Listeners a test adds with add_listener(): (key, value) pairs.
+        self.extra_listeners = []
+        self.cert = self.key = None
+        if tls or pop3s:
+            tls_dir = base / "tls"
+            tls_dir.mkdir(mode=0o755)
+            self.cert, self.key = tls_dir / "cert.pem", tls_dir / "key.pem"
+            cert, key = shared_cert()
+            shutil.copyfile(cert, self.cert)
+            shutil.copyfile(key, self.key)
+            os.chmod(self.key, 0o600)
         # Ports chosen here may be re-chosen when one turns out to be taken.
         self.own_ports = "pop3_listen" not in settings
         self.lmtp_path = str(base / "lmtp.sock") if lmtp in ("unix", "both") else None
@@ -513,7 +606,12 @@ class Pillar:
         unset_key(self.conf, "smtp_listen")
         unset_key(self.conf, "lmtp_listen")
         unset_key(self.conf, "pop3s_listen")
+        if self.cert:
+            settings.setdefault("tls_cert", str(self.cert))
+            settings.setdefault("tls_key", str(self.key))
         self.configure(**settings)
+        if self.pop3s_port:
+            set_key(self.conf, "pop3s_listen", f"127.0.0.1:{self.pop3s_port}")
         if self.smtp_port:
             set_key(self.conf, "smtp_listen", f"127.0.0.1:{self.smtp_port}")
         lmtp_specs = []
@@ -684,13 +782,21 @@ class Pillar:
 
     # -- server -----------------------------------------------------------
 
+    def add_listener(self, key, value):
+        """One more listener (e.g. pop3_listen on a non-loopback address),
+        kept when the start is retried on other ports. Call before start()."""
+        self.extra_listeners.append((key, value))
+        with open(self.conf, "a") as f:
+            f.write(f"{key} = {value}\n")
+
     def _write_listeners(self):
         set_key(self.conf, "pop3_listen", f"127.0.0.1:{self.port}")
         unset_key(self.conf, "smtp_listen")
         unset_key(self.conf, "lmtp_listen")
-        if not getattr(self, "pop3s_port", None):
-            unset_key(self.conf, "pop3s_listen")
+        unset_key(self.conf, "pop3s_listen")
         specs = []
+        if self.pop3s_port:
+            specs.append(("pop3s_listen", f"127.0.0.1:{self.pop3s_port}"))
         if self.smtp_port:
             specs.append(("smtp_listen", f"127.0.0.1:{self.smtp_port}"))
         if self.lmtp_port:
@@ -698,7 +804,7 @@ class Pillar:
         if self.lmtp_path:
             specs.append(("lmtp_listen", f"unix:{self.lmtp_path}"))
         with open(self.conf, "a") as f:
-            for key, value in specs:
+            for key, value in specs + self.extra_listeners:
                 f.write(f"{key} = {value}\n")
 
     def start(self, timeout=START_TIMEOUT):
@@ -716,9 +822,10 @@ class Pillar:
                     f.seek(log_size)
                     if b"Address already in use" not in f.read():
                         raise
-            self.port, smtp_port, lmtp_port = free_ports(3)
+            self.port, smtp_port, lmtp_port, pop3s_port = free_ports(4)
             self.smtp_port = smtp_port if self.smtp_port else None
             self.lmtp_port = lmtp_port if self.lmtp_port else None
+            self.pop3s_port = pop3s_port if self.pop3s_port else None
             self._write_listeners()
 
     def _start(self, timeout):
@@ -747,6 +854,18 @@ class Pillar:
                     raise AssertionError("pillar serve did not accept POP3 connections in time")
                 time.sleep(0.05)
         # Every other listener the test asked for must answer too.
+        while self.pop3s_port:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pillar serve exited with {self.proc.returncode} at start")
+            try:
+                c = Conn(self.pop3s_port, timeout=2, tls=self.tls_context())
+                c.send(b"QUIT\r\n")
+                c.close()
+                break
+            except (OSError, Closed, TimeoutError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise AssertionError("pillar serve did not greet POP3S connections in time")
+                time.sleep(0.05)
         for what, target in (("SMTP", self.smtp_port), ("LMTP", self.lmtp_port),
                              ("LMTP (unix)", self.lmtp_path)):
             if not target:
@@ -854,6 +973,24 @@ class Pillar:
 
     def conn(self, **kw) -> Conn:
         return Conn(self.port, **kw)
+
+    def tls_context(self, version=None) -> ssl.SSLContext:
+        """A client context that trusts this instance's certificate."""
+        assert self.cert, "this instance has no test certificate (make_pillar(tls=True))"
+        return tls_client_context(self.cert, version)
+
+    def pop3s(self, context=None, **kw) -> Conn:
+        """A connection to the POP3S port, handshake done, greeting read."""
+        assert self.pop3s_port, "this instance has no POP3S listener (make_pillar(pop3s=True))"
+        return Conn(self.pop3s_port, tls=context or self.tls_context(), **kw)
+
+    def stls(self, context=None, **kw) -> Conn:
+        """A connection to the POP3 port upgraded with STLS, greeting read."""
+        c = Conn(self.port, **kw)
+        reply = c.cmd("STLS")
+        assert reply.startswith(b"+OK"), reply
+        c.starttls(context or self.tls_context())
+        return c
 
     def smtp(self, greet=True, **kw) -> "SmtpConn":
         assert self.smtp_port, "this instance has no SMTP listener (make_pillar(smtp=True))"
