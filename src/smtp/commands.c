@@ -26,7 +26,7 @@ static const struct smtp_command commands[] = {
     {SMTP_VERB_VRFY, SMTP_ST_ANY, true, true, smtp_cmd_vrfy},
     {SMTP_VERB_HELP, SMTP_ST_ANY, true, true, smtp_cmd_help},
     {SMTP_VERB_STARTTLS, SMTP_ST_ANY, true, true, smtp_cmd_starttls},
-    {SMTP_VERB_AUTH, SMTP_ST_ANY, true, true, smtp_cmd_not_yet},
+    {SMTP_VERB_AUTH, SMTP_ST_READY, true, true, smtp_cmd_auth},
 };
 
 const struct smtp_command *smtp_command_find(enum smtp_verb verb)
@@ -58,6 +58,9 @@ int smtp_cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
 	if (s->env->tls != NULL && !conn_is_tls(s->conn))
 		smtp_reply(s, "250-STARTTLS");
+	const char *mechs = smtp_auth_mechanisms(s);
+	if (mechs[0] != '\0')
+		smtp_reply(s, "250-AUTH %s", mechs);
 	smtp_reply(s, "250 CHUNKING");
 	return 0;
 }
@@ -200,6 +203,7 @@ int smtp_cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	}
 	/* RFC 3207 §4.2: forget everything learnt before TLS, EHLO included. */
 	smtp_txn_reset(s);
+	s->auth_user[0] = '\0';
 	s->state = SMTP_ST_GREETED;
 	s->esmtp = false;
 	s->helo[0] = '\0';

@@ -16,6 +16,8 @@
 #include "store/delivery.h"
 
 struct conn;
+struct event;
+struct sasl_session;
 
 #define SMTP_SID_LEN 12
 /* RFC 5321 §4.5.3.1.8 asks for at least 100 recipients per message; we take
@@ -85,6 +87,13 @@ struct smtp_session {
 	unsigned errors;
 	unsigned messages;
 	int64_t since;
+	/* SMTP AUTH (RFC 4954) */
+	struct sasl_session *sasl; /* while an exchange runs */
+	char *sasl_in, *sasl_out;
+	int sasl_result;
+	unsigned auth_failures;
+	struct event *auth_delay;
+	char auth_user[DIR_ADDRESS_MAX + 1]; /* "" until authenticated */
 	struct smtp_txn *txn;
 	char helo[SMTP_DOMAIN_MAX + 1];
 	char sid[SMTP_SID_LEN + 1];
@@ -130,6 +139,15 @@ int smtp_cmd_quit(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_vrfy(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_help(struct smtp_session *s, struct smtp_cmd *cmd);
 int smtp_cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd);
+int smtp_cmd_auth(struct smtp_session *s, struct smtp_cmd *cmd);
+
+/* auth.c */
+/* A line answering a SASL challenge. */
+void smtp_sasl_line(struct smtp_session *s, char *line, size_t len);
+/* End an exchange and free its state (also at session end). */
+void smtp_sasl_clear(struct smtp_session *s);
+/* The mechanisms to list in EHLO, "" for none. */
+const char *smtp_auth_mechanisms(struct smtp_session *s);
 int smtp_cmd_not_yet(struct smtp_session *s, struct smtp_cmd *cmd);
 
 #endif

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "core/config.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -58,6 +60,9 @@ void smtp_txn_reset(struct smtp_session *s)
 static void session_free(struct smtp_session *s)
 {
 	smtp_txn_reset(s);
+	smtp_sasl_clear(s);
+	if (s->auth_delay != NULL)
+		event_free(s->auth_delay);
 	env_client_remove(s->env, &s->node);
 	free(s);
 }
@@ -103,6 +108,10 @@ static void session_line(void *ctx, char *line, size_t len)
 	struct smtp_cmd cmd;
 	bool utf8 = s->txn != NULL && s->txn->smtputf8;
 
+	if (s->sasl != NULL) {
+		smtp_sasl_line(s, line, len);
+		return;
+	}
 	enum smtp_parse_result r = smtp_parse(line, len, utf8, &cmd);
 	if (r != SMTP_PARSE_OK) {
 		unsigned code;
@@ -130,6 +139,8 @@ static void session_line(void *ctx, char *line, size_t len)
 	if (!(row->states & s->state)) {
 		if (s->state == SMTP_ST_GREETED)
 			smtp_reply(s, "503 5.5.1 send %s first", s->lmtp ? "LHLO" : "EHLO or HELO");
+		else if (cmd.verb == SMTP_VERB_AUTH)
+			smtp_reply(s, "503 5.5.1 AUTH is not allowed during a mail transaction");
 		else if (cmd.verb == SMTP_VERB_MAIL)
 			smtp_reply(s, "503 5.5.1 a transaction is already under way (send RSET)");
 		else if (s->state == SMTP_ST_READY)
@@ -264,14 +275,14 @@ int smtp_begin_message(struct smtp_session *s)
 	}
 	bool tls = conn_is_tls(s->conn);
 	char proto[16], tlsinfo[96], using[128] = "";
-	/* RFC 3848 protocol names (ESMTP, ESMTPS, LMTP, LMTPS), with RFC
+	/* RFC 3848 protocol names (ESMTP, ESMTPS, ESMTPA, LMTP, ...), with RFC
 	 * 6531's UTF8SMTP/UTF8LMTP for SMTPUTF8 transactions. */
-	snprintf(proto, sizeof(proto), "%s%s%s", t->smtputf8 ? "UTF8" : "",
+	snprintf(proto, sizeof(proto), "%s%s%s%s", t->smtputf8 ? "UTF8" : "",
 	         s->lmtp       ? "LMTP"
 	         : t->smtputf8 ? "SMTP"
 	         : s->esmtp    ? "ESMTP"
 	                       : "SMTP",
-	         tls ? "S" : "");
+	         tls ? "S" : "", s->auth_user[0] != '\0' ? "A" : "");
 	if (tls)
 		snprintf(using, sizeof(using), "\n\t(using %s)",
 		         conn_tls_info(s->conn, tlsinfo, sizeof(tlsinfo)));
