@@ -129,3 +129,32 @@ def test_many_messages_come_back_in_order(mta):
     pop.quit()
     # POP3 lists messages in delivery order.
     assert got == [MESSAGES[n] for n in names]
+
+
+@pytest.mark.parametrize("wire, stored", [
+    (b".\r\n", b""),                 # the end of data right after DATA: an empty message
+    (b"..\r\n.\r\n", b".\n"),        # a first line that is a lone (stuffed) dot
+    (b"\r\n.\r\n", b"\n"),           # one empty line
+    (b"...\r\n.\r\n", b"..\n"),
+    (b".\r\n.\r\n", b""),            # the first ".CRLF" ends it; the second is a bad command
+], ids=["empty", "lone-dot", "empty-line", "two-dots", "end-then-junk"])
+def test_end_of_data_at_the_very_start(mta, wire, stored):
+    # The CRLF that ends the DATA command line counts as the CRLF before
+    # the terminating dot (RFC 5321 §4.1.1.4).
+    with mta.smtp() as c:
+        c.ehlo()
+        c.expect("MAIL FROM:<a@example.org>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.expect("DATA", 354)
+        c.send(wire)
+        assert c.reply(timeout=10).code == 250
+        if wire == b".\r\n.\r\n":
+            assert c.reply().code == 500  # "." read as a command line
+        c.expect("NOOP", 250)
+    data = mta.stored_list(USER)
+    assert len(data) == 1
+    assert split_trace(data[0])[2] == stored
+    with mta.session(USER, PASSWORD) as c:
+        c.ok("RETR 1")
+        assert c.multiline_raw() == retr_wire(data[0])
+        c.ok("QUIT")
