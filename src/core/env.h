@@ -13,6 +13,7 @@ struct event_base;
 struct pool;
 struct config;
 struct tls_ctx;
+struct penalty;
 
 /* What `pillar who` shows of one client. Strings stay valid until the
  * client's next event. */
@@ -43,6 +44,7 @@ struct worker_env {
 	struct pool *pool;
 	const struct config *cfg;
 	struct tls_ctx *tls;       /* NULL when no certificate is configured */
+	struct penalty *penalty;   /* failed logins per client address, all workers */
 	struct env_client clients; /* list head */
 	size_t nclients;
 	bool stopping;  /* no new sessions; exit when the last one is gone */

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/apop.h"
+#include "auth/penalty.h"
 #include "auth/verify.h"
 #include "core/config.h"
 #include "core/env.h"
@@ -33,6 +35,8 @@ static void login_free(struct pop3_login *l)
 		free(l->req);
 	}
 	pop3_sasl_clear(l);
+	free(l->apop);
+	free(l->apop_ts);
 	free(l);
 }
 
@@ -163,7 +167,14 @@ void pop3_accept(struct worker_env *env, struct conn *conn)
 	conn_set_deadline(l->conn, env->cfg->login_timeout);
 	env_client_add(env, &l->node);
 	log_info("sid=%s event=connect proto=pop3 rip=%s", l->sid, conn_peer(l->conn));
-	conn_printf(l->conn, "+OK Pillar POP3 server ready\r\n");
+	if (env->cfg->apop) {
+		/* RFC 1939 §7: a fresh msg-id per connection to digest with. */
+		l->apop_ts = xmalloc(APOP_TIMESTAMP_MAX + 1);
+		apop_timestamp(l->apop_ts, APOP_TIMESTAMP_MAX + 1, env->cfg->hostname);
+		conn_printf(l->conn, "+OK Pillar POP3 server ready %s\r\n", l->apop_ts);
+	} else {
+		conn_printf(l->conn, "+OK Pillar POP3 server ready\r\n");
+	}
 	conn_start(l->conn);
 }
 
@@ -183,11 +194,52 @@ int pop3_login_quit(struct pop3_login *l, const struct pop3_cmd *cmd)
 	return 0;
 }
 
+static void apop_work(void *arg)
+{
+	struct pop3_login *l = arg;
+	apop_verify_work(l->apop); /* only l->apop is touched off the loop */
+}
+
+static void apop_done(void *arg)
+{
+	struct pop3_login *l = arg;
+	struct apop_request *req = l->apop;
+
+	l->apop = NULL;
+	if (pop3_login_job_done(l)) {
+		free(req);
+		return;
+	}
+	switch (req->result) {
+	case AUTH_OK:
+		pop3_login_succeeded(l, req->address);
+		break;
+	case AUTH_LOCKED:
+		pop3_login_locked(l, req->address);
+		break;
+	case AUTH_TEMPFAIL:
+		pop3_login_tempfail(l, req->error);
+		break;
+	case AUTH_FAILED:
+		pop3_login_failed(l, req->user);
+		break;
+	}
+	free(req);
+}
+
 int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd)
 {
-	(void)cmd;
-	conn_printf(l->conn,
-	            "-ERR [AUTH] APOP is not enabled on this server; use USER and PASS\r\n");
+	if (l->apop_ts == NULL) {
+		conn_printf(
+		    l->conn,
+		    "-ERR [AUTH] APOP is not enabled on this server; use USER and PASS\r\n");
+		return 0;
+	}
+	l->apop = xmalloc(sizeof(*l->apop));
+	apop_request_init(l->apop, l->env->cfg, cmd->argv[0], l->apop_ts, cmd->argv[1]);
+	l->busy = true;
+	conn_pause(l->conn);
+	pool_submit(l->env->pool, apop_work, apop_done, l);
 	return 0;
 }
 
@@ -296,6 +348,7 @@ void pop3_login_succeeded(struct pop3_login *l, const char *address)
 	h.connected_ms = l->connected_ms;
 	h.since = l->since;
 	char tls[96];
+	penalty_success(l->env->penalty, conn_peer_key(l->conn));
 	log_info("sid=%s event=login user=%s rip=%s tls=\"%s\"", l->sid, address,
 	         conn_peer(l->conn), conn_tls_info(l->conn, tls, sizeof(tls)));
 	conn_set_deadline(l->conn, 0);
@@ -332,8 +385,11 @@ void pop3_login_failed(struct pop3_login *l, const char *name)
 	l->failures++;
 	log_info("sid=%s auth failed user=%s rip=%s", l->sid,
 	         text_log_safe(name != NULL ? name : "", safe, sizeof(safe)), conn_peer(l->conn));
-	/* Answer only after the delay, on a timer: other sessions go on. */
-	uint64_t ms = l->env->cfg->auth_failure_delay;
+	/* Answer only after the delay, on a timer: other sessions go on. The
+	 * delay grows with this address's recent failures, in all workers. */
+	const uint8_t *ip = conn_peer_key(l->conn);
+	uint64_t ms = penalty_delay_ms(l->env->penalty, ip, l->env->cfg->auth_failure_delay);
+	penalty_failure(l->env->penalty, ip);
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 	l->busy = true;
 	if (l->delay == NULL)

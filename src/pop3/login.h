@@ -12,6 +12,7 @@
 
 struct auth_request;
 struct sasl_session;
+struct apop_request;
 struct event;
 
 struct pop3_login {
@@ -20,6 +21,8 @@ struct pop3_login {
 	struct conn *conn;
 	struct auth_request *req;  /* while a verification runs */
 	struct sasl_session *sasl; /* while an AUTH exchange runs */
+	struct apop_request *apop; /* while an APOP check runs */
+	char *apop_ts;             /* the greeting's timestamp, when APOP is on */
 	char *sasl_in;             /* the client's line for the next step */
 	char *sasl_out;            /* the step's challenge */
 	int sasl_result;           /* enum sasl_step of the last step */

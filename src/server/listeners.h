@@ -35,12 +35,14 @@ void listeners_close(struct listener_set *set, int unlink_paths);
 /* The worker process: serves the listeners until told to stop. Returns the
  * process exit status. */
 struct iplimit;
+struct penalty;
 struct tls_ctx;
 struct worker_params {
 	const struct config *cfg;
 	const struct listener_set *listeners;
 	struct tls_ctx *tls;
 	struct iplimit *ipl;
+	struct penalty *penalty;
 	unsigned slot;    /* unique among live workers (per-IP table, logs) */
 	int ctl;          /* this worker's end of the control channel */
 	bool housekeeper; /* the first of its generation: runs the Maildir sweeps */

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "auth/penalty.h"
 #include "net/tls.h"
 #include "server/iplimit.h"
 #include "server/listeners.h"
@@ -65,6 +66,7 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		    .listeners = &m->listeners,
 		    .tls = m->tls,
 		    .ipl = m->ipl,
+		    .penalty = m->penalty,
 		    .slot = slot_number(m, slot),
 		    .ctl = pair[1],
 		    .housekeeper = slot->index == 0,
@@ -381,7 +383,8 @@ int server_run(struct config *cfg, bool foreground)
 	if (!foreground)
 		daemonize();
 	m.ipl = iplimit_create();
-	if (m.ipl == NULL)
+	m.penalty = penalty_create();
+	if (m.ipl == NULL || m.penalty == NULL)
 		fatal("cannot map the per-address connection table: %s", strerror(errno));
 
 	sigset_t mask;
@@ -419,6 +422,7 @@ int server_run(struct config *cfg, bool foreground)
 		if (m.slots[i].in_use && m.slots[i].ctl >= 0)
 			close(m.slots[i].ctl);
 	iplimit_destroy(&m.ipl);
+	penalty_destroy(&m.penalty);
 	tls_ctx_free(&m.tls);
 	log_info("stopped");
 	config_free(&m.cfg);

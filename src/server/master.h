@@ -14,6 +14,7 @@
 
 struct config;
 struct iplimit;
+struct penalty;
 struct tls_ctx;
 
 /* Worker slots, current and draining generations together. */
@@ -47,6 +48,7 @@ struct master {
 	uint64_t stop_deadline_ms;
 	char *pidfile;
 	struct iplimit *ipl;
+	struct penalty *penalty;
 	struct tls_ctx *tls;
 	int control;        /* the control socket, -1 if none */
 	int control_client; /* the client being served, -1 if none */

@@ -241,6 +241,7 @@ int worker_main(const struct worker_params *p)
 	w.env.index = index;
 	w.ipl = p->ipl;
 	w.env.tls = p->tls;
+	w.env.penalty = p->penalty;
 	w.slot = index;
 	w.env.base = event_base_new();
 	if (w.env.base == NULL)

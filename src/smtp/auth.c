@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/penalty.h"
 #include "auth/sasl.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -79,9 +80,11 @@ static void delay_done(evutil_socket_t fd, short what, void *arg)
 static void auth_failed(struct smtp_session *s, const char *name)
 {
 	char safe[DIR_ADDRESS_MAX + 1];
-	uint64_t ms = s->env->cfg->auth_failure_delay;
+	const uint8_t *ip = conn_peer_key(s->conn);
+	uint64_t ms = penalty_delay_ms(s->env->penalty, ip, s->env->cfg->auth_failure_delay);
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 
+	penalty_failure(s->env->penalty, ip);
 	s->auth_failures++;
 	log_info("sid=%s auth failed user=%s rip=%s", s->sid,
 	         text_log_safe(name, safe, sizeof(safe)), conn_peer(s->conn));
@@ -131,6 +134,7 @@ static void sasl_done(void *arg)
 	switch (r) {
 	case SASL_OK:
 		snprintf(s->auth_user, sizeof(s->auth_user), "%s", name);
+		penalty_success(s->env->penalty, conn_peer_key(s->conn));
 		log_info("sid=%s event=auth mech=%s user=%s rip=%s", s->sid, mech, name,
 		         conn_peer(s->conn));
 		smtp_reply(s, "235 2.7.0 authentication successful");
