@@ -239,14 +239,16 @@ static int set_tls_cert(struct config *cfg, const char *v, char *why)
 {
 	if (check_abs_path(v, why) < 0)
 		return -1;
-	return set_str(&cfg->tls_cert, v);
+	strlist_add(&cfg->tls_cert, v);
+	return 0;
 }
 
 static int set_tls_key(struct config *cfg, const char *v, char *why)
 {
 	if (check_abs_path(v, why) < 0)
 		return -1;
-	return set_str(&cfg->tls_key, v);
+	strlist_add(&cfg->tls_key, v);
+	return 0;
 }
 
 static int set_plaintext_auth(struct config *cfg, const char *v, char *why)
@@ -375,8 +377,8 @@ static const struct config_key keys[] = {
     {"pop3s_listen", set_pop3s_listen, true},
     {"smtp_listen", set_smtp_listen, true},
     {"lmtp_listen", set_lmtp_listen, true},
-    {"tls_cert", set_tls_cert, false},
-    {"tls_key", set_tls_key, false},
+    {"tls_cert", set_tls_cert, true},
+    {"tls_key", set_tls_key, true},
     {"plaintext_auth", set_plaintext_auth, false},
     {"apop", set_apop, false},
     {"max_message_size", set_max_message_size, false},
@@ -395,6 +397,7 @@ struct parse_state {
 	const char *path;
 	struct strlist *errors;
 	unsigned first_line[NKEYS]; /* line where each key was first set, 0 = not yet */
+	unsigned times[NKEYS];      /* lines setting each key, valid or not */
 	size_t nerrors;
 };
 
@@ -495,6 +498,7 @@ static void parse_line(struct parse_state *ps, struct config *cfg, char *line, u
 	}
 	if (ps->first_line[k] == 0)
 		ps->first_line[k] = lineno;
+	ps->times[k]++;
 	if (*value == '\0') {
 		add_error(ps, lineno, key, "missing value");
 		return;
@@ -546,6 +550,15 @@ static bool key_seen(const struct parse_state *ps, const char *name)
 	return false;
 }
 
+static unsigned key_times(const struct parse_state *ps, const char *name)
+{
+	for (size_t k = 0; k < NKEYS; k++) {
+		if (strcmp(keys[k].name, name) == 0)
+			return ps->times[k];
+	}
+	return 0;
+}
+
 static void finish(struct parse_state *ps, struct config *cfg)
 {
 	bool cert = key_seen(ps, "tls_cert"), key = key_seen(ps, "tls_key");
@@ -564,6 +577,8 @@ static void finish(struct parse_state *ps, struct config *cfg)
 	if (cert != key)
 		add_error(ps, 0, cert ? "tls_key" : "tls_cert",
 		          "tls_cert and tls_key must be set together");
+	else if (key_times(ps, "tls_cert") != key_times(ps, "tls_key"))
+		add_error(ps, 0, "tls_key", "give one tls_key per tls_cert, in the same order");
 	if (cfg->pop3s_listen.count > 0 && !cert)
 		add_error(ps, 0, "pop3s_listen", "needs tls_cert and tls_key");
 
@@ -640,8 +655,8 @@ void config_free(struct config **cfgp)
 	strlist_free(&cfg->pop3s_listen);
 	strlist_free(&cfg->smtp_listen);
 	strlist_free(&cfg->lmtp_listen);
-	free(cfg->tls_cert);
-	free(cfg->tls_key);
+	strlist_free(&cfg->tls_cert);
+	strlist_free(&cfg->tls_key);
 	strlist_free(&cfg->trusted_proxies);
 	free(cfg);
 	*cfgp = NULL;
@@ -719,10 +734,8 @@ void config_dump(const struct config *cfg, FILE *out)
 	dump_list(out, "pop3s_listen", &cfg->pop3s_listen);
 	dump_list(out, "smtp_listen", &cfg->smtp_listen);
 	dump_list(out, "lmtp_listen", &cfg->lmtp_listen);
-	if (cfg->tls_cert != NULL)
-		fprintf(out, "tls_cert = %s\n", cfg->tls_cert);
-	if (cfg->tls_key != NULL)
-		fprintf(out, "tls_key = %s\n", cfg->tls_key);
+	dump_list(out, "tls_cert", &cfg->tls_cert);
+	dump_list(out, "tls_key", &cfg->tls_key);
 	fprintf(out, "plaintext_auth = %s\n", pa[cfg->plaintext_auth]);
 	fprintf(out, "apop = %s\n", cfg->apop ? "yes" : "no");
 	dump_size(out, "max_message_size", cfg->max_message_size);

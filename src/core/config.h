@@ -34,7 +34,9 @@ struct config {
 	char *hostname;  /* default: the system's host name */
 	char *run_as;    /* default "pillar" */
 	struct strlist pop3_listen, pop3s_listen, smtp_listen, lmtp_listen;
-	char *tls_cert, *tls_key;
+	/* Lists, paired in order: several certificates are chosen among by
+	 * the client's SNI name; the first is the default. */
+	struct strlist tls_cert, tls_key;
 	enum plaintext_auth plaintext_auth;
 	/* RFC 1939 §7 APOP: the greeting carries a timestamp and APOP is
 	 * accepted for mailboxes that have an APOP secret. Default off. */

@@ -173,10 +173,11 @@ static void reap(struct master *m)
 static int load_tls(const struct config *cfg, struct tls_ctx **tls_r, char *err, size_t errlen)
 {
 	*tls_r = NULL;
-	if (cfg->tls_cert == NULL)
+	if (cfg->tls_cert.count == 0)
 		return 0;
-	const char *certs[] = {cfg->tls_cert}, *keys[] = {cfg->tls_key};
-	*tls_r = tls_ctx_new(certs, keys, 1, err, errlen);
+	*tls_r =
+	    tls_ctx_new((const char *const *)cfg->tls_cert.items,
+	                (const char *const *)cfg->tls_key.items, cfg->tls_cert.count, err, errlen);
 	return *tls_r == NULL ? -1 : 0;
 }
 

@@ -81,7 +81,7 @@ static void test_minimal_defaults(void **state)
 	assert_non_null(cfg->hostname);
 	assert_true(cfg->hostname[0] != '\0');
 	assert_int_equal(cfg->pop3_listen.count, 0);
-	assert_null(cfg->tls_cert);
+	assert_int_equal(cfg->tls_cert.count, 0);
 	assert_int_equal(cfg->plaintext_auth, PLAINTEXT_AUTH_TLS);
 	assert_int_equal(cfg->max_message_size, 50ull * 1024 * 1024);
 	assert_int_equal(cfg->pop3_idle_timeout, 600000);
@@ -139,8 +139,9 @@ static void test_every_key(void **state)
 	assert_string_equal(cfg->smtp_listen.items[0], "192.0.2.1:25");
 	assert_int_equal(cfg->lmtp_listen.count, 2);
 	assert_string_equal(cfg->lmtp_listen.items[0], "unix:/run/pillar/lmtp");
-	assert_string_equal(cfg->tls_cert, "/etc/pillar/cert.pem");
-	assert_string_equal(cfg->tls_key, "/etc/pillar/key.pem");
+	assert_int_equal(cfg->tls_cert.count, 1);
+	assert_string_equal(cfg->tls_cert.items[0], "/etc/pillar/cert.pem");
+	assert_string_equal(cfg->tls_key.items[0], "/etc/pillar/key.pem");
 	assert_int_equal(cfg->plaintext_auth, PLAINTEXT_AUTH_NEVER);
 	assert_int_equal(cfg->max_message_size, 25ull * 1024 * 1024);
 	assert_int_equal(cfg->pop3_idle_timeout, 3600000);
@@ -376,6 +377,18 @@ static void test_tls_pairing(void **state)
 	                 " pop3s_listen: needs tls_cert and tls_key");
 	expect_one_error("state_dir = /s\ntls_cert = c.pem\ntls_key = /k.pem\n",
 	                 "2: tls_cert: must be an absolute path");
+	/* Several certificates for SNI: one key per certificate, in order. */
+	expect_one_error("state_dir = /s\ntls_cert = /a.pem\ntls_cert = /b.pem\ntls_key = /a.key\n",
+	                 " tls_key: give one tls_key per tls_cert, in the same order");
+	struct config *cfg;
+	struct strlist errors = {0};
+	assert_int_equal(load("state_dir = /s\ntls_cert = /a.pem\ntls_key = /a.key\n"
+	                      "tls_cert = /b.pem\ntls_key = /b.key\n",
+	                      &cfg, &errors),
+	                 0);
+	assert_int_equal(cfg->tls_cert.count, 2);
+	assert_string_equal(cfg->tls_key.items[1], "/b.key");
+	config_free(&cfg);
 }
 
 static void test_bad_bytes(void **state)
