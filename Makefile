@@ -95,8 +95,33 @@ integration: test-deps pillar
 format:
 	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS)
 
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the program, the man
+# pages, the systemd unit (pointing at $(PREFIX)/sbin/pillar) and, in DOCDIR,
+# the example config and the fail2ban filter and jail. /etc is left alone:
+# the README's "Running Pillar" says what to copy there.
+DOCDIR  ?= $(PREFIX)/share/doc/pillar
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALLED := $(PREFIX)/sbin/pillar $(PREFIX)/share/man/man8/pillar.8 \
+	     $(PREFIX)/share/man/man5/pillar.conf.5 $(UNITDIR)/pillar.service \
+	     $(DOCDIR)/pillar.conf.example $(DOCDIR)/fail2ban/filter.d/pillar.conf \
+	     $(DOCDIR)/fail2ban/jail.d/pillar.local
+
 install: pillar
 	install -D -m 0755 $(BUILD)/pillar $(DESTDIR)$(PREFIX)/sbin/pillar
+	install -D -m 0644 man/pillar.8 $(DESTDIR)$(PREFIX)/share/man/man8/pillar.8
+	install -D -m 0644 man/pillar.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/pillar.conf.5
+	sed 's|/usr/sbin/pillar|$(PREFIX)/sbin/pillar|g' contrib/pillar.service >$(BUILD)/pillar.service
+	install -D -m 0644 $(BUILD)/pillar.service $(DESTDIR)$(UNITDIR)/pillar.service
+	install -D -m 0644 contrib/pillar.conf.example $(DESTDIR)$(DOCDIR)/pillar.conf.example
+	install -D -m 0644 contrib/fail2ban/filter.d/pillar.conf $(DESTDIR)$(DOCDIR)/fail2ban/filter.d/pillar.conf
+	install -D -m 0644 contrib/fail2ban/jail.d/pillar.local $(DESTDIR)$(DOCDIR)/fail2ban/jail.d/pillar.local
+
+# Removes what install put there; config, state and mail are never touched.
+.PHONY: uninstall
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DOCDIR)/fail2ban/filter.d $(DESTDIR)$(DOCDIR)/fail2ban/jail.d \
+	       $(DESTDIR)$(DOCDIR)/fail2ban $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf build pillar
