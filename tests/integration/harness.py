@@ -447,16 +447,17 @@ def free_ports(n):
 # TLS certificates for test instances.
 
 
-def make_cert(directory, name="server", cn="localhost", serial=None, org=None, days=30):
-    """A fresh self-signed certificate (RSA 2048) valid for localhost and
-    127.0.0.1, and its unencrypted key, made with the openssl CLI.
-    Returns (cert_path, key_path)."""
+def make_cert(directory, name="server", cn="localhost", serial=None, org=None, days=30,
+              san="DNS:localhost,IP:127.0.0.1"):
+    """A fresh self-signed certificate (RSA 2048) valid for the names in san
+    (localhost and 127.0.0.1 by default), and its unencrypted key, made with
+    the openssl CLI. Returns (cert_path, key_path)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     subject = f"/CN={cn}" + (f"/O={org}" if org else "")
     cmd = [tool("openssl") or "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-           "-subj", subject, "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+           "-subj", subject, "-addext", f"subjectAltName={san}",
            "-days", str(days), "-keyout", str(key), "-out", str(cert)]
     if serial is not None:
         cmd += ["-set_serial", str(serial)]

@@ -69,18 +69,45 @@ def capa(c: Conn):
     return [l.decode() for l in c.multiline()]
 
 
+def strict_context(p):
+    """A client context that reports a TCP close without close_notify as an
+    error, as OpenSSL 3 clients (s_client, fetchmail, ...) do. Python's
+    contexts ignore it by default (OP_IGNORE_UNEXPECTED_EOF)."""
+    ctx = p.tls_context()
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    return ctx
+
+
 def read_to_eof_strict(c: Conn, timeout=None) -> bytes:
     """Everything the server sends until it ends the TLS session. The end
     must be a TLS close_notify (RFC 8446 §6.1: each party MUST send one
-    before closing its write side), not a bare TCP close: an OpenSSL 3 client
-    reports a bare close as an error ("unexpected eof while reading")."""
+    before closing its write side), not a bare TCP close. c must have been
+    made with strict_context()."""
+    assert not c.sock.context.options & ssl.OP_IGNORE_UNEXPECTED_EOF
     c.sock.suppress_ragged_eofs = False
     try:
         return c.read_to_eof(timeout)
-    except ssl.SSLEOFError as e:
+    except ssl.SSLError as e:
         raise AssertionError(
             f"TLS session ended without close_notify ({e}); received before that: {bytes(c.buf)!r}"
         )
+
+
+def login_unlocked(make, user=USER, password=PASSWORD, timeout=10) -> Conn:
+    """make() gives a new connection; log in on it, retrying while the
+    mailbox is still [IN-USE] (a session that has just ended may hold the
+    lock a moment longer). Returns the logged-in connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = make()
+        c.ok(f"USER {user}")
+        reply = c.cmd(f"PASS {password}")
+        if reply.startswith(b"+OK"):
+            return c
+        c.close()
+        assert b"[IN-USE]" in reply, reply
+        assert time.monotonic() < deadline, f"mailbox {user} still in use after {timeout}s"
+        time.sleep(0.05)
 
 
 def der_of(pem_path) -> bytes:
@@ -512,7 +539,7 @@ def test_lmtp_starttls(box):
 
 def test_quit_after_stls_is_answered_and_ends_with_close_notify(box):
     p, _ = box
-    c = p.stls()
+    c = p.stls(context=strict_context(p))
     try:
         c.login(USER, PASSWORD)
         assert c.stat()[0] == 3
@@ -525,7 +552,7 @@ def test_quit_after_stls_is_answered_and_ends_with_close_notify(box):
 
 def test_quit_before_login_after_stls_is_answered(box):
     p, _ = box
-    c = p.stls()
+    c = p.stls(context=strict_context(p))
     try:
         c.send("QUIT\r\n")
         rest = read_to_eof_strict(c)
@@ -536,7 +563,7 @@ def test_quit_before_login_after_stls_is_answered(box):
 
 def test_pipelined_login_after_stls_gets_every_reply(box):
     p, msgs = box
-    c = p.stls()
+    c = p.stls(context=strict_context(p))
     try:
         c.send(f"USER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\nQUIT\r\n")
         replies = read_to_eof_strict(c).split(b"\r\n")
@@ -550,7 +577,7 @@ def test_pipelined_login_after_stls_gets_every_reply(box):
 
 def test_quit_on_pop3s_ends_with_close_notify(box):
     p, _ = box
-    c = p.pop3s()
+    c = p.pop3s(context=strict_context(p))
     try:
         c.login(USER, PASSWORD)
         c.send("QUIT\r\n")
@@ -562,7 +589,7 @@ def test_quit_on_pop3s_ends_with_close_notify(box):
 
 def test_pipelined_login_on_pop3s_gets_every_reply_and_close_notify(box):
     p, msgs = box
-    c = p.pop3s()
+    c = p.pop3s(context=strict_context(p))
     try:
         c.send(f"USER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\nQUIT\r\n")
         replies = read_to_eof_strict(c).split(b"\r\n")
@@ -580,7 +607,7 @@ def test_smtp_quit_after_starttls_is_answered(box):
     try:
         c.ehlo()
         assert c.cmd("STARTTLS").code == 220
-        c.starttls(p.tls_context())
+        c.starttls(strict_context(p))
         c.ehlo()
         c.send("QUIT\r\n")
         rest = read_to_eof_strict(c)
@@ -697,9 +724,13 @@ def test_stls_inside_tls_is_refused(box):
         assert c.stat()[0] == 3
     finally:
         c.close()
-    with p.pop3s() as c:
+
+    def pop3s_refusing_stls():
+        c = p.pop3s()
         assert c.cmd("STLS").startswith(b"-ERR")
-        c.login(USER, PASSWORD)
+        return c
+
+    with login_unlocked(pop3s_refusing_stls) as c:
         assert c.stat()[0] == 3
 
 
@@ -864,8 +895,7 @@ def test_garbage_handshakes_are_closed_and_logged_once(make_pillar):
     for rip, (_, _, what) in abusers.items():
         wait_for(lambda: any("event=disconnect" in l for l in log_lines_for(p, rip)), 10,
                  f"the log line for the end of the {what} connection")
-    with p.pop3s() as good:
-        good.login(USER, PASSWORD)
+    login_unlocked(p.pop3s).close()
     for rip, (_, _, what) in abusers.items():
         lines = log_lines_for(p, rip)
         connects = [l for l in lines if "event=connect" in l]
@@ -942,36 +972,53 @@ def peer_der(p, how, cadata):
         c.close()
 
 
-def test_reload_picks_up_a_renewed_certificate(box):
-    p, msgs = box
-    old_der = der_of(p.cert)
-    new_cert, new_key = make_cert(p.base / "renewed", serial=4242, org="Renewed")
-    new_der = der_of(new_cert)
-    assert new_der != old_der
-    cadata = Path(p.cert).read_text() + Path(new_cert).read_text()
+def renew(p, serial, org):
+    """Put a new certificate and key in place the way certbot's deploy hook
+    would: new files renamed over the configured names. Returns the new
+    certificate's (path, DER)."""
+    new_cert, new_key = make_cert(p.base / f"renewed-{serial}", serial=serial, org=org)
+    for src, dst in ((new_cert, p.cert), (new_key, p.key)):
+        tmp = Path(str(dst) + ".new")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    os.chmod(p.key, 0o600)
+    return new_cert, der_of(new_cert)
 
-    # A session on the old certificate, logged in, mid-way through its work.
+
+def test_reload_picks_up_a_renewed_certificate(box):
+    """`pillar reload`, then SIGHUP (what the reload command and systemd's
+    ExecReload send): new connections get the renewed certificate, a
+    session opened on the old one goes on undisturbed."""
+    p, msgs = box
+    first_pem = Path(p.cert).read_text()
+    first_der = der_of(p.cert)
+
+    # A session on the first certificate, logged in, mid-way through its work.
     old = p.pop3s()
     try:
-        assert old.sock.getpeercert(binary_form=True) == old_der
+        assert old.sock.getpeercert(binary_form=True) == first_der
         old.login(USER, PASSWORD)
         assert old.stat()[0] == 3
 
-        # Renew the files the way certbot's deploy hook would: new files
-        # renamed over the old names, then reload.
-        for src, dst in ((new_cert, p.cert), (new_key, p.key)):
-            tmp = Path(str(dst) + ".new")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        os.chmod(p.key, 0o600)
-        p.signal(signal.SIGHUP)
-
-        wait_for(lambda: peer_der(p, "pop3s", cadata) == new_der, 15,
+        second, second_der = renew(p, 4242, "Renewed once")
+        assert second_der != first_der
+        cadata = first_pem + Path(second).read_text()
+        r = p.cli("reload")
+        assert r.returncode == 0, r.stderr_text
+        wait_for(lambda: peer_der(p, "pop3s", cadata) == second_der, 15,
                  "new POP3S connections to present the renewed certificate")
-        assert peer_der(p, "stls", cadata) == new_der
-        assert peer_der(p, "smtp", cadata) == new_der
+        assert peer_der(p, "stls", cadata) == second_der
+        assert peer_der(p, "smtp", cadata) == second_der
+
+        third, third_der = renew(p, 4343, "Renewed twice")
+        cadata += Path(third).read_text()
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: peer_der(p, "pop3s", cadata) == third_der, 15,
+                 "new POP3S connections to present the certificate renewed again")
+        assert peer_der(p, "stls", cadata) == third_der
 
         # The old session goes on undisturbed on its old certificate.
+        assert old.sock.getpeercert(binary_form=True) == first_der
         assert old.stat()[0] == 3
         old.ok("RETR 2")
         assert old.multiline() == message_lines(msgs[1][1])
@@ -982,8 +1029,70 @@ def test_reload_picks_up_a_renewed_certificate(box):
         old.close()
     wait_for(lambda: len(p.files(USER)) == 2, 10, "the DELE to be committed at QUIT")
 
-    # New clients verify against the new certificate alone.
-    with Conn(p.pop3s_port, tls=ssl.create_default_context(cafile=str(new_cert))) as c:
-        c.login(USER, PASSWORD)
+    # New clients verify against the newest certificate alone.
+    with login_unlocked(lambda: Conn(p.pop3s_port,
+                                     tls=ssl.create_default_context(cafile=str(third)))) as c:
         assert c.stat()[0] == 2
     assert p.proc.poll() is None
+
+
+def test_reload_with_a_broken_certificate_keeps_the_old_one(box):
+    """A renewal that went wrong (a certificate that does not match the key)
+    must not take TLS down: the reload is refused and logged, the workers
+    keep running with the pair that works."""
+    p, _ = box
+    good_der = der_of(p.cert)
+    workers = p.workers()
+    wrong_cert, _ = make_cert(p.base / "wrong", serial=999)
+    shutil.copyfile(wrong_cert, p.cert)  # the key stays the old one: a mismatch
+    p.cli("reload", check=False)
+    line = wait_for(lambda: next((l for l in p.log().splitlines()
+                                  if re.search(r"\breload(ed| refused)\b", l)), None),
+                    15, "the reload's outcome in the log")
+    assert "reload refused" in line and str(p.key) in line, line
+    assert p.workers() == workers
+    trust = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(good_der))
+    for make in (lambda: p.pop3s(context=trust), lambda: p.stls(context=trust)):
+        with login_unlocked(make) as c:
+            assert c.sock.getpeercert(binary_form=True) == good_der
+            assert c.stat()[0] == 3
+    assert p.proc.poll() is None
+
+
+def test_sni_picks_the_certificate(make_pillar):
+    """Two certificate pairs: the client's SNI name picks the one that
+    names it; no SNI, or a name neither has, gets the first (the default)."""
+    p = make_pillar(pop3s=True, start=False)
+    other_cert, other_key = make_cert(p.base / "sni", serial=5151, cn="mail.example.test",
+                                      san="DNS:mail.example.test,DNS:pop.example.test")
+    with open(p.conf, "a") as f:
+        f.write(f"tls_cert = {other_cert}\ntls_key = {other_key}\n")
+    p.start()
+    p.add_user(USER, PASSWORD)
+    default_der, other_der = der_of(p.cert), der_of(other_cert)
+
+    def seen(name, port, stls=False):
+        ctx = ssl.create_default_context(cadata=Path(p.cert).read_text() + Path(other_cert).read_text())
+        ctx.check_hostname = False  # we look at which certificate came, not at the name
+        if stls:
+            c = Conn(port)
+            c.ok("STLS")
+            c.starttls(ctx, server_hostname=name)
+        else:
+            c = Conn(port, tls=ctx, server_hostname=name)
+        try:
+            return c.sock.getpeercert(binary_form=True)
+        finally:
+            c.close()
+
+    assert seen("mail.example.test", p.pop3s_port) == other_der
+    assert seen("pop.example.test", p.pop3s_port) == other_der
+    assert seen("MAIL.Example.Test", p.pop3s_port) == other_der  # DNS names ignore case
+    assert seen("mail.example.test", p.port, stls=True) == other_der
+    assert seen("localhost", p.pop3s_port) == default_der
+    assert seen(None, p.pop3s_port) == default_der
+    assert seen("unknown.example.org", p.pop3s_port) == default_der
+    # And a client that checks the name is satisfied for each name.
+    ctx = ssl.create_default_context(cafile=str(other_cert))
+    with Conn(p.pop3s_port, tls=ctx, server_hostname="pop.example.test") as c:
+        c.login(USER, PASSWORD)
