@@ -352,6 +352,8 @@ def test_mpop_refuses_a_certificate_it_does_not_trust(box, tmp_path):
     r, blobs = mpop(p, tmp_path, p.pop3s_port, False,
                     extra=f"tls_trust_file {other}\n")
     assert r.returncode != 0, r.log
+    assert re.search(r"certificate", r.log, re.I), r.log
+    assert not re.search(r"^--> USER", r.log, re.M), r.log  # no password sent
     assert blobs == []
 
 
@@ -426,6 +428,8 @@ def test_fetchmail_sslcertck_refuses_an_untrusted_certificate(box, tmp_path):
     r, blobs = fetchmail(p, tmp_path, p.pop3s_port,
                          f"ssl sslcertck sslcertfile {other} sslcommonname localhost")
     assert r.returncode != 0, r.log
+    assert re.search(r"certificate", r.log, re.I), r.log
+    assert "POP3> USER" not in r.log, r.log
     assert blobs == []
 
 
