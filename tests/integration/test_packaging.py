@@ -373,10 +373,16 @@ class SourcePOP3(poplib.POP3):
                                         source_address=(self._source, 0))
 
 
-def fail2ban_regex(log: Path, filter_dir: Path, out: str):
-    """Lines fail2ban-regex prints with --out (ip, msg, ...)."""
+def fail2ban_regex(log: Path, filter_dir: Path, out: str, logtype=None):
+    """Lines fail2ban-regex prints with --out (ip, msg, ...). logtype:
+    "journal" for the lines fail2ban's systemd backend builds from journal
+    entries ("HOST IDENT[PID]: MESSAGE", the time taken from the entry)."""
     tool = need_tool("fail2ban-regex", "fail2ban")
-    r = run([tool, "--out", out, log, filter_dir / "pillar.conf"], timeout=120)
+    if logtype is None:
+        cmd = [tool, "--out", out, log, filter_dir / "pillar.conf"]
+    else:
+        cmd = [tool, "-c", filter_dir.parent, "--out", out, log, f"pillar[logtype={logtype}]"]
+    r = run(cmd, timeout=120)
     assert r.returncode == 0, f"fail2ban-regex failed:\n{r.out}\n{r.err}"
     return [l for l in r.out.splitlines() if l.strip()]
 
@@ -449,16 +455,22 @@ def test_fail2ban_filter_matches_exactly_the_failed_logins(make_pillar, filter_d
     # "pillar"), in a traditional syslog file, and as the journal shows
     # the foreground lines of the systemd unit.
     stamp = re.compile(r"^(\S+) (debug|info|warn|error) (.*)$")
-    syslog_lines, journal_lines = [], []
+    syslog_lines, journalctl_lines, journal_entries = [], [], []
     for line in log:
         m = stamp.match(line)
         assert m, f"log line without time and level: {line!r}"
         syslog_lines.append(f"Jan  5 10:15:02 mail pillar[4242]: {m.group(3)}")
-        journal_lines.append(f"2025-01-05T10:15:02+0000 mail pillar[4242]: {line}")
-    for name, lines in (("syslog.log", syslog_lines), ("journal.log", journal_lines)):
+        journalctl_lines.append(f"2025-01-05T10:15:02+0000 mail pillar[4242]: {line}")
+        journal_entries.append(f"mail pillar[4242]: {line}")
+    for name, lines in (("syslog.log", syslog_lines), ("journalctl.log", journalctl_lines)):
         f = tmp / name
         f.write_text("\n".join(lines) + "\n")
         assert fail2ban_regex(f, filter_dir, "ip") == expected_ips, name
+    # What the jail's `backend = systemd` matches: entries of the unit's
+    # journal, Pillar's own time stamp still in the message.
+    f = tmp / "journal-entries.log"
+    f.write_text("\n".join(journal_entries) + "\n")
+    assert fail2ban_regex(f, filter_dir, "ip", logtype="journal") == expected_ips
 
     # Other daemons' lines and forged fields do not match.
     forged = tmp / "forged.log"
