@@ -9,6 +9,7 @@
 #include "store/maildir.h"
 #include "store/maildir_name.h"
 
+#include <crypt.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -222,10 +223,16 @@ static void credentials_free(struct credentials *c)
 	OPENSSL_cleanse(c, sizeof(*c));
 }
 
-/* A crypt(3) hash from --password-hash: a prefix we accept and only the
- * characters those hashes use, so nothing odd reaches the directory. */
+/* A crypt(3) hash from --password-hash: a prefix we accept, only the
+ * characters those hashes use, and complete: hashing any password with it
+ * as the setting must give a string of the same form and length (so "$6$",
+ * a salt without its hash, or a truncated hash are refused instead of
+ * making a mailbox nobody can log in to). */
 static bool hash_acceptable(const char *hash)
 {
+	struct crypt_data *cd;
+	bool ok;
+
 	if (!password_hash_supported(hash) || strlen(hash) > DIR_HASH_MAX)
 		return false;
 	for (const char *p = hash; *p != '\0'; p++) {
@@ -234,7 +241,13 @@ static bool hash_acceptable(const char *hash)
 		      *p == '=' || *p == ','))
 			return false;
 	}
-	return true;
+	cd = xcalloc(1, sizeof(*cd));
+	ok = crypt_rn("probe", hash, cd, (int)sizeof(*cd)) != NULL && cd->output[0] == '$' &&
+	     strlen(cd->output) == strlen(hash) &&
+	     strrchr(cd->output, '$') - cd->output == strrchr(hash, '$') - hash &&
+	     memcmp(cd->output, hash, (size_t)(strrchr(hash, '$') - hash)) == 0;
+	free(cd);
+	return ok;
 }
 
 /* Fill c from --password-hash, or from a password read from stdin or the
