@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
@@ -31,23 +32,29 @@ struct conn {
 	struct event *deadline;
 	bool discarding;
 	bool paused;
-	bool eof;         /* the client half-closed; finish buffered lines */
-	bool closing;     /* no more events but `closed` */
-	bool freeing;     /* free is scheduled */
-	bool in_process;  /* guards against re-entering conn_process */
-	bool raw;         /* deliver bytes, not lines */
-	bool tls;         /* the bufferevent is a TLS one */
-	bool handshaking; /* no lines until the TLS handshake completes */
+	bool eof;                  /* the client half-closed; finish buffered lines */
+	bool closing;              /* no more events but `closed` */
+	bool freeing;              /* free is scheduled */
+	bool in_process;           /* guards against re-entering conn_process */
+	bool raw;                  /* deliver bytes, not lines */
+	bool tls;                  /* the bufferevent is a TLS one */
+	bool handshaking;          /* no lines until the TLS handshake completes */
+	bool tls_shut;             /* close_notify sent */
+	bool under_watch;          /* waiting for `under` to drain before the free */
+	struct bufferevent *under; /* the plain socket under a STARTTLS filter */
 	bool loopback;
 	enum conn_close_reason reason;
 	void (*on_free)(void *arg, struct conn *c);
 	void *on_free_arg;
 	uint8_t peer_key[16];
 	uint64_t bytes_in, bytes_out; /* application data, after TLS */
+	unsigned long tls_err;        /* why the handshake failed */
 	char peer[48];
 };
 
 static void conn_process(struct conn *c);
+static void conn_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                               void *arg);
 
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -57,6 +64,8 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (c->deadline != NULL)
 		event_free(c->deadline);
+	if (c->under_watch)
+		evbuffer_remove_cb(bufferevent_get_output(c->under), conn_under_drained, c);
 	bufferevent_free(c->bev);
 	/* The protocol may still ask conn_peer() in its last event. */
 	c->h->closed(c->ctx, c->reason);
@@ -88,13 +97,41 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
 	conn_process(arg);
 }
 
+static void conn_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)info;
+	if (evbuffer_get_length(buf) == 0)
+		conn_finish(arg, ((struct conn *)arg)->reason);
+}
+
+/* Everything the protocol wrote has left our output buffer: end TLS with
+ * close_notify, and under STARTTLS wait until the socket below has sent
+ * the records too — freeing the filter frees what it still holds. */
+static void conn_flushed(struct conn *c)
+{
+	if (c->tls && !c->handshaking && !c->tls_shut) {
+		c->tls_shut = true;
+		SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+		if (ssl != NULL)
+			(void)SSL_shutdown(ssl); /* one way: we do not wait for the peer's */
+	}
+	if (c->under != NULL && evbuffer_get_length(bufferevent_get_output(c->under)) > 0) {
+		if (!c->under_watch) {
+			c->under_watch = true;
+			evbuffer_add_cb(bufferevent_get_output(c->under), conn_under_drained, c);
+		}
+		return;
+	}
+	conn_finish(c, c->reason);
+}
+
 static void conn_writecb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
 	if (c->closing) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			conn_finish(c, c->reason);
+			conn_flushed(c);
 		return;
 	}
 	if (c->h->drained != NULL)
@@ -118,7 +155,19 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 		conn_process(c);
 		return;
 	}
-	if ((what & BEV_EVENT_ERROR) && c->tls && c->handshaking) {
+	if ((what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) && c->tls && c->handshaking) {
+		/* Keep the reason for the log line; let the alert we owe the
+		 * client (e.g. "protocol version") reach it before we close. */
+		c->tls_err = bufferevent_get_openssl_error(c->bev);
+		c->reason = CONN_CLOSE_TLS;
+		c->closing = true;
+		if (c->under != NULL && evbuffer_get_length(bufferevent_get_output(c->under)) > 0 &&
+		    !c->under_watch) {
+			c->under_watch = true;
+			evbuffer_add_cb(bufferevent_get_output(c->under), conn_under_drained, c);
+			conn_set_deadline(c, CONN_FLUSH_TIMEOUT_S * 1000);
+			return;
+		}
 		conn_finish(c, CONN_CLOSE_TLS);
 		return;
 	}
@@ -224,6 +273,7 @@ void conn_starttls(struct conn *c, SSL *ssl)
 	evbuffer_remove_cb(bufferevent_get_output(plain), conn_count_out, c);
 	/* The plaintext reply already queued on `plain` is written before any
 	 * TLS record, which the filter appends after it. */
+	c->under = plain;
 	c->bev = bufferevent_openssl_filter_new(c->base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING,
 	                                        BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL)
@@ -232,6 +282,15 @@ void conn_starttls(struct conn *c, SSL *ssl)
 	c->handshaking = true;
 	conn_setup_bev(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+const char *conn_tls_error(const struct conn *c, char *buf, size_t size)
+{
+	if (c->tls_err == 0)
+		snprintf(buf, size, "handshake not completed");
+	else
+		ERR_error_string_n(c->tls_err, buf, size);
+	return buf;
 }
 
 bool conn_is_tls(const struct conn *c)
@@ -436,8 +495,16 @@ void conn_close(struct conn *c)
 	bufferevent_disable(c->bev, EV_READ);
 	if (c->deadline != NULL)
 		event_del(c->deadline);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+	/* Nothing can be flushed through a TLS handshake that never completed
+	 * (garbage, a half-open ClientHello): close at once. */
+	if (c->handshaking) {
 		conn_finish(c, c->reason);
+		return;
+	}
+	/* However the flush goes, it ends by this deadline. */
+	conn_set_deadline(c, CONN_FLUSH_TIMEOUT_S * 1000);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_flushed(c);
 		return;
 	}
 	struct timeval tv = {CONN_FLUSH_TIMEOUT_S, 0};

@@ -86,6 +86,8 @@ struct conn *conn_new_tls(struct event_base *base, int fd, const struct sockaddr
 void conn_starttls(struct conn *c, SSL *ssl);
 
 bool conn_is_tls(const struct conn *c);
+/* Why the TLS handshake failed (after CONN_CLOSE_TLS), for the log. */
+const char *conn_tls_error(const struct conn *c, char *buf, size_t size);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" without TLS. */
 const char *conn_tls_info(const struct conn *c, char *buf, size_t size);
 /* RFC 9266 tls-exporter channel binding (32 octets): only on TLS 1.3.

@@ -94,7 +94,7 @@ static void login_closed(void *ctx, enum conn_close_reason why)
 	if (why == CONN_CLOSE_TLS) {
 		char err[160];
 		log_info("sid=%s event=disconnect reason=tls-failed rip=%s error=\"%s\"", l->sid,
-		         conn_peer(l->conn), tls_last_error(err, sizeof(err)));
+		         conn_peer(l->conn), conn_tls_error(l->conn, err, sizeof(err)));
 	} else if (why == CONN_CLOSE_EOF || why == CONN_CLOSE_ERROR || why == CONN_CLOSE_FLOOD)
 		log_info("sid=%s event=disconnect reason=%s rip=%s", l->sid,
 		         why == CONN_CLOSE_FLOOD ? "line-flood" : "client-gone",

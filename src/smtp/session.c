@@ -319,10 +319,15 @@ static void session_closed(void *ctx, enum conn_close_reason why)
 {
 	struct smtp_session *s = ctx;
 
-	if (why != CONN_CLOSE_DONE && why != CONN_CLOSE_TIMEOUT)
+	if (why == CONN_CLOSE_TLS) {
+		char err[160];
+		log_info("sid=%s event=disconnect reason=tls-failed rip=%s error=\"%s\"", s->sid,
+		         conn_peer(s->conn), conn_tls_error(s->conn, err, sizeof(err)));
+	} else if (why != CONN_CLOSE_DONE && why != CONN_CLOSE_TIMEOUT) {
 		log_info("sid=%s event=disconnect reason=%s rip=%s%s", s->sid,
 		         why == CONN_CLOSE_FLOOD ? "line-flood" : "client-gone", conn_peer(s->conn),
 		         s->txn != NULL && s->txn->dlv != NULL ? " message=abandoned" : "");
+	}
 	s->conn = NULL;
 	if (s->busy) {
 		s->conn_gone = true;
