@@ -11,7 +11,9 @@ SANITIZE ?= 0
 
 # Debian packages the build and the tests need; installed only when missing.
 BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libcrypt-dev libssl-dev libgsasl-dev
-TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl
+# postfix is only for its smtp-source and for a private instance the tests
+# start themselves; debconf is told not to configure a system mail server.
+TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl swaks postfix iproute2
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
@@ -56,6 +58,7 @@ test-deps: deps
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
