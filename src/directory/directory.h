@@ -64,6 +64,18 @@ int dir_user_del(struct dir *dir, const char *address, const char **error_r);
  * delivery. */
 int dir_user_set_quota(struct dir *dir, const char *address, uint64_t bytes, uint64_t messages,
                        const char **error_r);
+/* Lock or unlock a mailbox: a locked mailbox cannot log in (POP3 answers
+ * "-ERR [AUTH] mailbox locked" to the right password only) but still
+ * receives mail. Sessions already open are not affected. */
+int dir_user_set_locked(struct dir *dir, const char *address, bool locked, const char **error_r);
+/* Give a mailbox a new address, in one transaction: the new domain must be
+ * local, the new address must be neither a mailbox nor an alias; aliases
+ * that named the old address name the new one. Everything else (password,
+ * keys, quota, lock, times) stays. A mailbox moved into another domain
+ * counts there as its newest (for postmaster@). Only the row: moving the
+ * Maildir is the caller's job. */
+int dir_user_rename(struct dir *dir, const char *old_address, const char *new_address,
+                    const char **error_r);
 /* Replace the password hash. The SCRAM keys and any APOP secret derive from
  * the old password, so they are cleared in the same statement; use
  * dir_user_set_credentials to set all of them at once. */

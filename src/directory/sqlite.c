@@ -101,6 +101,10 @@ enum dir_stmt {
 	ST_USER_GET_APOP,
 	ST_USER_SET_CREDENTIALS,
 	ST_INSTANCE_SECRET,
+	ST_USER_SET_LOCKED,
+	ST_USER_RENAME,
+	ST_USER_RENUMBER,
+	ST_ALIAS_RETARGET,
 	ST_COUNT
 };
 
@@ -162,6 +166,17 @@ static const char *const stmt_sql[ST_COUNT] = {
                                 " scram_stored_key = ?5, scram_server_key = ?6,"
                                 " apop_secret = ?7 WHERE address = ?1",
     [ST_INSTANCE_SECRET] = "SELECT value FROM secrets WHERE name = 'instance'",
+    [ST_USER_SET_LOCKED] = "UPDATE mailboxes SET locked = ?2 WHERE address = ?1",
+    [ST_USER_RENAME] = "UPDATE mailboxes SET address = ?2,"
+                       " domain_id = (SELECT id FROM domains WHERE name = ?3)"
+                       " WHERE address = ?1",
+    /* A mailbox moved into another domain counts there as created last
+     * (ST_USER_FIRST_IN_DOMAIN: postmaster@ goes to the oldest). */
+    [ST_USER_RENUMBER] = "UPDATE mailboxes SET id = (SELECT max(id) + 1 FROM mailboxes)"
+                         " WHERE address = ?1",
+    /* OR IGNORE: an alias that already names the new address keeps that
+     * row; its row for the old one goes with ST_ALIAS_DEL_TO. */
+    [ST_ALIAS_RETARGET] = "UPDATE OR IGNORE aliases SET target = ?2 WHERE target = ?1",
 };
 
 struct dir {
@@ -597,6 +612,9 @@ int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, u
 /* ---- mailboxes ---- */
 
 static int alias_exists(struct dir *dir, const char *addr, const char **error_r);
+static const char *domain_of(const char *addr);
+static int user_row(struct dir *dir, enum dir_stmt which, const char *key, struct dir_user *out,
+                    const char **error_r);
 
 int dir_user_add(struct dir *dir, const char *address, const char *password_hash,
                  const char **error_r)
@@ -709,6 +727,87 @@ int dir_user_set_password(struct dir *dir, const char *address, const char *pass
 	bind_text(st, 1, addr);
 	bind_text(st, 2, password_hash);
 	return user_change(dir, st, addr, "setting a password", error_r);
+}
+
+int dir_user_set_locked(struct dir *dir, const char *address, bool locked, const char **error_r)
+{
+	char addr[DIR_ADDRESS_MAX + 1];
+	sqlite3_stmt *st;
+
+	if (normalize(address, addr, sizeof(addr)) < 0)
+		return dir_fail(dir, error_r, "no such mailbox");
+	st = stmt_get(dir, ST_USER_SET_LOCKED);
+	bind_text(st, 1, addr);
+	sqlite3_bind_int(st, 2, locked ? 1 : 0);
+	return user_change(dir, st, addr, locked ? "locking a mailbox" : "unlocking a mailbox",
+	                   error_r);
+}
+
+/* Run a prepared statement bound to (from, to); -1 on error. */
+static int step_pair(struct dir *dir, enum dir_stmt which, const char *from, const char *to,
+                     const char *what, const char **error_r)
+{
+	sqlite3_stmt *st = stmt_get(dir, which);
+	int rc;
+
+	bind_text(st, 1, from);
+	if (to != NULL)
+		bind_text(st, 2, to);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : db_fail(dir, error_r, what);
+}
+
+int dir_user_rename(struct dir *dir, const char *old_address, const char *new_address,
+                    const char **error_r)
+{
+	char from[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
+	const char *from_domain, *to_domain;
+	struct dir_user user;
+	sqlite3_stmt *st;
+	int r;
+
+	if (normalize(old_address, from, sizeof(from)) < 0 ||
+	    (from_domain = domain_of(from)) == NULL)
+		return dir_fail(dir, error_r, "no such mailbox");
+	if (normalize(new_address, to, sizeof(to)) < 0 || (to_domain = domain_of(to)) == NULL)
+		return dir_fail(dir, error_r, "bad address");
+	if (strcmp(from, to) == 0)
+		return dir_fail(dir, error_r, "%s is already the mailbox's address", to);
+	/* Every check and change in one IMMEDIATE transaction: nobody can
+	 * add the new address, or an alias to the old one, in between. */
+	if (tx_begin(dir, error_r) < 0)
+		return -1;
+	r = dir_domain_exists(dir, to_domain, error_r);
+	if (r <= 0) {
+		if (r == 0)
+			dir_fail(dir, error_r, "domain %s is not local", to_domain);
+		return tx_abort(dir);
+	}
+	r = user_row(dir, ST_USER_LOOKUP, to, &user, error_r);
+	if (r == 0) {
+		r = alias_exists(dir, to, error_r);
+		r = r > 0 ? 2 : r;
+	}
+	if (r != 0) {
+		if (r > 0)
+			dir_fail(dir, error_r, "%s already exists as %s", to,
+			         r == 1 ? "a mailbox" : "an alias");
+		return tx_abort(dir);
+	}
+	st = stmt_get(dir, ST_USER_RENAME);
+	bind_text(st, 1, from);
+	bind_text(st, 2, to);
+	bind_text(st, 3, to_domain);
+	if (user_change(dir, st, from, "renaming a mailbox", error_r) < 0)
+		return tx_abort(dir);
+	if (strcmp(from_domain, to_domain) != 0 &&
+	    step_pair(dir, ST_USER_RENUMBER, to, NULL, "renaming a mailbox", error_r) < 0)
+		return tx_abort(dir);
+	if (step_pair(dir, ST_ALIAS_RETARGET, from, to, "updating aliases", error_r) < 0 ||
+	    step_pair(dir, ST_ALIAS_DEL_TO, from, NULL, "updating aliases", error_r) < 0)
+		return tx_abort(dir);
+	return tx_commit(dir, error_r);
 }
 
 int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, const char **error_r)

@@ -507,6 +507,58 @@ static void test_quota(void **state)
 	dir_close(&dir);
 }
 
+static void test_lock_and_rename(void **state)
+{
+	struct fixture *fx = *state;
+	struct dir *dir = open_ok(fx, true);
+	const char *err = NULL;
+	char buf[1024];
+	struct dir_user u;
+
+	assert_int_equal(dir_domain_add(dir, "one.test", &err), 0);
+	assert_int_equal(dir_domain_add(dir, "two.test", &err), 0);
+	assert_int_equal(dir_user_add(dir, "amy@one.test", "$y$a", &err), 0);
+	assert_int_equal(dir_user_add(dir, "bo@one.test", "$y$b", &err), 0);
+	assert_int_equal(dir_user_add(dir, "cy@two.test", "$y$c", &err), 0);
+	assert_int_equal(dir_alias_add(dir, "team@one.test", "amy@one.test", &err), 0);
+	assert_int_equal(dir_alias_add(dir, "team@one.test", "bo@one.test", &err), 0);
+	assert_int_equal(dir_user_set_quota(dir, "amy@one.test", 4096, 7, &err), 0);
+
+	assert_int_equal(dir_user_set_locked(dir, "AMY@one.test", true, &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "amy@one.test", &u, &err), 1);
+	assert_true(u.locked);
+	assert_int_equal(dir_user_set_locked(dir, "nobody@one.test", true, &err), -1);
+	assert_string_equal(err, "no such mailbox nobody@one.test");
+
+	/* refused: the new address is taken, or not local, or the old one
+	 * does not exist */
+	assert_int_equal(dir_user_rename(dir, "amy@one.test", "bo@one.test", &err), -1);
+	assert_non_null(strstr(err, "a mailbox"));
+	assert_int_equal(dir_user_rename(dir, "amy@one.test", "team@one.test", &err), -1);
+	assert_non_null(strstr(err, "an alias"));
+	assert_int_equal(dir_user_rename(dir, "amy@one.test", "amy@three.test", &err), -1);
+	assert_non_null(strstr(err, "not local"));
+	assert_int_equal(dir_user_rename(dir, "nobody@one.test", "x@one.test", &err), -1);
+	assert_non_null(strstr(err, "no such mailbox"));
+	assert_int_equal(dir_user_lookup(dir, "amy@one.test", &u, &err), 1);
+
+	/* into the other domain: everything but the address stays, the alias
+	 * follows, and amy is the newest mailbox of two.test */
+	assert_int_equal(dir_user_rename(dir, "amy@one.test", "Ann@two.test", &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "amy@one.test", &u, &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "ann@two.test", &u, &err), 1);
+	assert_string_equal(u.password_hash, "$y$a");
+	assert_true(u.locked);
+	assert_int_equal(u.quota_bytes, 4096);
+	assert_int_equal(u.quota_messages, 7);
+	assert_string_equal(resolve(dir, "team@one.test", buf, sizeof(buf)),
+	                    "ann@two.test;bo@one.test;");
+	assert_string_equal(resolve(dir, "postmaster@two.test", buf, sizeof(buf)), "cy@two.test;");
+	assert_string_equal(resolve(dir, "postmaster@one.test", buf, sizeof(buf)), "bo@one.test;");
+	assert_string_equal(resolve(dir, "amy@one.test", buf, sizeof(buf)), "NO_USER");
+	dir_close(&dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -517,6 +569,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_alias_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lock_and_rename, setup, teardown),
 	    cmocka_unit_test(test_check_address),
 	    cmocka_unit_test(test_check_domain),
 	};
