@@ -41,6 +41,50 @@ int cli_load_config(const char *path, struct config **cfg_r);
  * after printing the reason. */
 int cli_admin_open(const char *conf_path, struct config **cfg_r, struct dir **dir_r);
 
+/* cli_admin_open, and first, when kicker_r is not NULL, a kicker that can
+ * still end sessions through the control socket after the drop to run_as
+ * (see cli_kicker_new). */
+struct cli_kicker;
+int cli_admin_open_kicker(const char *conf_path, struct config **cfg_r, struct dir **dir_r,
+                          struct cli_kicker **kicker_r);
+
+/* ---- the running server's control socket (control.c) ---- */
+
+/* Send one request line (ending in "\n") to <state_dir>/control.sock and
+ * read the whole answer. Returns it (malloc'd) or NULL after printing why,
+ * with *status_r set (EX_UNAVAILABLE when the server is not running,
+ * EX_NOPERM when the socket is not ours). */
+char *cli_control_request(const struct config *cfg, const char *req, int *status_r);
+
+/* End every session of target (an address or a session id) as a dropped
+ * connection would: a POP3 session applies no deletions. The sessions end
+ * asynchronously: a POP3 session's mailbox lock is free a moment later.
+ * Returns 0 with *ended_r, or an exit status after printing why. */
+int cli_control_kick(const struct config *cfg, const char *target, unsigned *ended_r);
+
+/* The control socket is root's; admin commands run as run_as. A kicker made
+ * while still root (a tiny helper process that only sends kick requests)
+ * lets the command kick after the drop; made without root it kicks
+ * directly. cfg must outlive it. NULL after printing why. */
+struct cli_kicker *cli_kicker_new(const struct config *cfg);
+/* As cli_control_kick, for one mailbox address. */
+int cli_kicker_kick(struct cli_kicker *k, const char *address, unsigned *ended_r);
+void cli_kicker_free(struct cli_kicker **k);
+
+/* ---- mailboxes (user.c), shared with domain del --force ---- */
+
+/* `pillar user del`: move the Maildir to <state_dir>/deleted/ (with purge:
+ * remove it), then remove the row and the aliases' rows that name it; a
+ * failure of either step undoes the other. A POP3 session that has the
+ * mailbox open is ended through kicker when it is not NULL, else the
+ * deletion is refused (EX_TEMPFAIL). Prints what it did. Returns 0 or an
+ * exit status after printing why. */
+int cli_user_del(struct dir *dir, const struct config *cfg, const char *address, bool purge,
+                 struct cli_kicker *kicker);
+/* 1 when a POP3 session holds the mailbox's lock now, 0 when not (or it
+ * has no Maildir), -1 after printing an error. */
+int cli_mailbox_in_use(const struct config *cfg, const char *address);
+
 /* Remove path and everything below it, without following symlinks. A path
  * that does not exist is fine. Returns 0 or -1 with errno set. */
 int cli_remove_tree(const char *path);

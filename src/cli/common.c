@@ -59,6 +59,12 @@ int cli_load_config(const char *path, struct config **cfg_r)
 
 int cli_admin_open(const char *conf_path, struct config **cfg_r, struct dir **dir_r)
 {
+	return cli_admin_open_kicker(conf_path, cfg_r, dir_r, NULL);
+}
+
+int cli_admin_open_kicker(const char *conf_path, struct config **cfg_r, struct dir **dir_r,
+                          struct cli_kicker **kicker_r)
+{
 	const char *err;
 	int status;
 
@@ -66,27 +72,39 @@ int cli_admin_open(const char *conf_path, struct config **cfg_r, struct dir **di
 	status = cli_load_config(conf_path, cfg_r);
 	if (status != 0)
 		return status;
+	if (kicker_r != NULL) {
+		*kicker_r = cli_kicker_new(*cfg_r);
+		if (*kicker_r == NULL) {
+			config_free(cfg_r);
+			return EX_OSERR;
+		}
+	}
 	if (geteuid() == 0) {
 		uid_t uid;
 		gid_t gid;
 
 		if (priv_lookup((*cfg_r)->run_as, &uid, &gid, &err) < 0) {
 			cli_err("%s: run_as: %s", (*cfg_r)->path, err);
-			config_free(cfg_r);
-			return EX_CONFIG;
+			status = EX_CONFIG;
+			goto fail;
 		}
 		if (priv_drop((*cfg_r)->run_as, &err) < 0) {
 			cli_err("cannot become %s: %s", (*cfg_r)->run_as, err);
-			config_free(cfg_r);
-			return EX_OSERR;
+			status = EX_OSERR;
+			goto fail;
 		}
 	}
 	if (dir_open(*cfg_r, false, dir_r, &err) < 0) {
 		cli_err("%s", err);
-		config_free(cfg_r);
-		return strstr(err, "not supported") != NULL ? EX_CONFIG : EX_UNAVAILABLE;
+		status = strstr(err, "not supported") != NULL ? EX_CONFIG : EX_UNAVAILABLE;
+		goto fail;
 	}
 	return 0;
+fail:
+	if (kicker_r != NULL)
+		cli_kicker_free(kicker_r);
+	config_free(cfg_r);
+	return status;
 }
 
 static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)

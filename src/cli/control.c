@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,9 +46,7 @@ static const char stop_help[] =
     "Stop the server: no new connections, sessions are told and closed, nothing\n"
     "half-applied. Sessions still busy after TIME (default 10s) are cut off.\n";
 
-/* Send one request and read the whole answer. Returns the answer (malloc'd)
- * or NULL after printing why, with *status_r set. */
-static char *request(const struct config *cfg, const char *req, int *status_r)
+char *cli_control_request(const struct config *cfg, const char *req, int *status_r)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	char *path = xasprintf("%s/control.sock", cfg->state_dir);
@@ -128,6 +127,43 @@ static int outcome(const char *answer)
 		cli_err("the server closed the connection without an answer");
 		return 1;
 	}
+	return status;
+}
+
+/* Sessions ended, summed over the workers' "kicked\tN" lines. */
+static unsigned kicked_total(const char *answer)
+{
+	unsigned total = 0;
+
+	for (const char *p = answer; (p = strstr(p, "kicked\t")) != NULL; p += 7)
+		total += (unsigned)strtoul(p + 7, NULL, 10);
+	return total;
+}
+
+/* A kick target goes into a one-line request: no blanks, bounded. */
+static bool kick_target_ok(const char *target)
+{
+	return target[0] != '\0' && strlen(target) <= 320 && strpbrk(target, " \t\r\n") == NULL;
+}
+
+int cli_control_kick(const struct config *cfg, const char *target, unsigned *ended_r)
+{
+	char req[400];
+	int status = 0;
+
+	*ended_r = 0;
+	if (!kick_target_ok(target)) {
+		cli_err("bad ADDRESS or SESSION '%s'", target);
+		return EX_DATAERR;
+	}
+	snprintf(req, sizeof(req), "kick %s\n", target);
+	char *answer = cli_control_request(cfg, req, &status);
+	if (answer == NULL)
+		return status;
+	status = outcome(answer);
+	if (status == 0)
+		*ended_r = kicked_total(answer);
+	free(answer);
 	return status;
 }
 
@@ -253,8 +289,7 @@ static int run(int argc, char **argv, const char *help, unsigned operands)
 	char req[600];
 	if (strcmp(argv[0], "kick") == 0) {
 		const char *target = argv[optind];
-		if (strlen(target) > 320 || strpbrk(target, " \t\r\n") != NULL ||
-		    target[0] == '\0') {
+		if (!kick_target_ok(target)) {
 			cli_err("bad ADDRESS or SESSION '%s'", target);
 			return EX_DATAERR;
 		}
@@ -272,7 +307,7 @@ static int run(int argc, char **argv, const char *help, unsigned operands)
 	status = cli_load_config(o.conf, &cfg);
 	if (status != 0)
 		return status;
-	char *answer = request(cfg, req, &status);
+	char *answer = cli_control_request(cfg, req, &status);
 	config_free(&cfg);
 	if (answer == NULL)
 		return status;
@@ -281,9 +316,7 @@ static int run(int argc, char **argv, const char *help, unsigned operands)
 		if (strcmp(argv[0], "who") == 0) {
 			print_who(answer, o.json);
 		} else if (strcmp(argv[0], "kick") == 0) {
-			unsigned total = 0;
-			for (const char *p = answer; (p = strstr(p, "kicked\t")) != NULL; p += 7)
-				total += (unsigned)strtoul(p + 7, NULL, 10);
+			unsigned total = kicked_total(answer);
 			printf("%u session%s ended\n", total, total == 1 ? "" : "s");
 			if (total == 0)
 				status = EX_NOUSER;
@@ -315,4 +348,145 @@ int cli_reload(int argc, char **argv)
 int cli_stop(int argc, char **argv)
 {
 	return run(argc, argv, stop_help, 0);
+}
+
+/* ---- kicking from a command that dropped to run_as ---- */
+
+/* The control socket is root's, but a command that changes mailboxes runs
+ * as run_as (cli_admin_open). So when it may need to end sessions, it forks
+ * this helper before dropping privileges: a root process that does nothing
+ * but turn "ADDRESS\n" lines from its parent into kick requests and answer
+ * "STATUS ENDED\n". It touches no file and exits when its parent closes
+ * the pipe (or dies). Without root the command kicks by itself. */
+struct cli_kicker {
+	const struct config *cfg;
+	pid_t pid; /* the helper, 0 when there is none */
+	int fd;    /* to the helper, -1 when there is none */
+};
+
+/* Read one line of at most size-1 bytes, without its '\n'. -1 on EOF or
+ * error or an overlong line. */
+static int read_line(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	for (;;) {
+		char c;
+		ssize_t got = read(fd, &c, 1);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return -1;
+		if (c == '\n')
+			break;
+		if (n + 1 >= size)
+			return -1;
+		buf[n++] = c;
+	}
+	buf[n] = '\0';
+	return 0;
+}
+
+static void write_all(int fd, const char *s)
+{
+	size_t n = strlen(s);
+
+	while (n > 0) {
+		ssize_t w = write(fd, s, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		s += w;
+		n -= (size_t)w;
+	}
+}
+
+static _Noreturn void kicker_helper(const struct config *cfg, int fd)
+{
+	char target[400], answer[64];
+
+	while (read_line(fd, target, sizeof(target)) == 0) {
+		unsigned ended = 0;
+		int status = cli_control_kick(cfg, target, &ended);
+
+		snprintf(answer, sizeof(answer), "%d %u\n", status, ended);
+		write_all(fd, answer);
+	}
+	fflush(stderr);
+	_exit(0);
+}
+
+struct cli_kicker *cli_kicker_new(const struct config *cfg)
+{
+	struct cli_kicker *k = xcalloc(1, sizeof(*k));
+	int sv[2];
+
+	k->cfg = cfg;
+	k->fd = -1;
+	if (geteuid() != 0)
+		return k;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		cli_err("cannot start the kick helper: %s", strerror(errno));
+		free(k);
+		return NULL;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	k->pid = fork();
+	if (k->pid < 0) {
+		cli_err("cannot start the kick helper: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		free(k);
+		return NULL;
+	}
+	if (k->pid == 0) {
+		close(sv[0]);
+		kicker_helper(cfg, sv[1]);
+	}
+	close(sv[1]);
+	k->fd = sv[0];
+	return k;
+}
+
+int cli_kicker_kick(struct cli_kicker *k, const char *address, unsigned *ended_r)
+{
+	char answer[64];
+	int status;
+
+	*ended_r = 0;
+	if (k->pid == 0)
+		return cli_control_kick(k->cfg, address, ended_r);
+	if (!kick_target_ok(address)) {
+		cli_err("bad ADDRESS '%s'", address);
+		return EX_DATAERR;
+	}
+	char *req = xasprintf("%s\n", address);
+	write_all(k->fd, req);
+	free(req);
+	if (read_line(k->fd, answer, sizeof(answer)) < 0 ||
+	    sscanf(answer, "%d %u", &status, ended_r) != 2) {
+		cli_err("the kick helper did not answer");
+		return EX_SOFTWARE;
+	}
+	return status;
+}
+
+void cli_kicker_free(struct cli_kicker **kp)
+{
+	struct cli_kicker *k = *kp;
+
+	if (k == NULL)
+		return;
+	if (k->fd >= 0)
+		close(k->fd);
+	if (k->pid > 0) {
+		while (waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	free(k);
+	*kp = NULL;
 }

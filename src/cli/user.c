@@ -1,4 +1,4 @@
-/* `pillar user add|del|passwd|quota|list`: mailboxes. */
+/* `pillar user add|del|rename|passwd|lock|unlock|quota|list|show`: mailboxes. */
 #include "cli/cli.h"
 
 #include "auth/password.h"
@@ -24,11 +24,15 @@
 
 static const char user_help[] =
     "usage: pillar user add ADDRESS [--password-stdin | --password-hash HASH] [-c FILE]\n"
-    "       pillar user del ADDRESS [--purge] [-c FILE]\n"
+    "       pillar user del ADDRESS [--purge] [--kick] [-c FILE]\n"
+    "       pillar user rename OLD NEW [--kick] [-c FILE]\n"
     "       pillar user passwd ADDRESS [--password-stdin | --password-hash HASH] [--apop]\n"
     "                          [-c FILE]\n"
+    "       pillar user lock ADDRESS [--kick] [-c FILE]\n"
+    "       pillar user unlock ADDRESS [-c FILE]\n"
     "       pillar user quota ADDRESS [--bytes SIZE] [--messages N] [-c FILE]\n"
     "       pillar user list [DOMAIN] [--json] [-c FILE]\n"
+    "       pillar user show ADDRESS [--json] [-c FILE]\n"
     "\n"
     "Manage mailboxes. The domain must exist (pillar domain add). Without\n"
     "--password-stdin the password is asked for twice on the terminal. The\n"
@@ -46,10 +50,23 @@ static const char user_help[] =
     "'user passwd' without --apop removes it.\n"
     "'user del' moves the Maildir to <state_dir>/deleted/<address>.<time>;\n"
     "with --purge it is removed. The mailbox is also removed from every alias\n"
-    "that delivers to it.\n"
+    "that delivers to it. Mail to the address is refused from then on.\n"
+    "'user rename' moves the Maildir to <mail_root>/<domain>/<local> of NEW\n"
+    "and renames the mailbox in one step: if either fails, both stay as they\n"
+    "were. NEW's domain must be local and NEW must not exist (as a mailbox or\n"
+    "an alias); aliases that named OLD name NEW. The messages keep their\n"
+    "UIDLs, so POP3 clients do not download them again.\n"
+    "'user del' and 'user rename' refuse while a POP3 session has the mailbox\n"
+    "open; --kick ends such sessions first (as a dropped connection: their\n"
+    "deletions are not applied).\n"
+    "'user lock' refuses logins to the mailbox (mail is still delivered);\n"
+    "with --kick it also ends the sessions already open. 'user unlock' lets\n"
+    "it log in again.\n"
     "'user quota' sets the limits a mailbox may hold (0 = no limit; a limit\n"
     "not given stays as it is). A full mailbox refuses new mail with a\n"
     "temporary error, so senders retry until it has room again.\n"
+    "'user list' and 'user show' print the messages and bytes in the Maildir,\n"
+    "the quota use, the lock, when the mailbox was created and last logged in.\n"
     "\n"
     "  -c, --config FILE   the config file\n"
     "      --password-stdin  read the password as one line from stdin\n"
@@ -57,9 +74,10 @@ static const char user_help[] =
     "                      the first password login)\n"
     "      --apop          also store the password in plain text for APOP\n"
     "      --purge         delete the mail too\n"
+    "      --kick          end the mailbox's open sessions first\n"
     "      --bytes SIZE    quota in bytes; K, M and G multiply by 1024\n"
     "      --messages N    quota in messages\n"
-    "      --json          list as a JSON array\n"
+    "      --json          list or show as JSON\n"
     "  -h, --help          show this help\n";
 
 enum {
@@ -69,60 +87,96 @@ enum {
 	OPT_PURGE,
 	OPT_JSON,
 	OPT_BYTES,
-	OPT_MESSAGES
+	OPT_MESSAGES,
+	OPT_KICK
 };
+
+/* How long `--kick` waits for a kicked POP3 session to let go of the
+ * mailbox: the worker ends it at once, so this is only slack for a busy
+ * machine. */
+#define KICK_WAIT_MS 5000
+#define KICK_POLL_MS 50
 
 struct user_opts {
 	const char *conf;
-	bool password_stdin, purge, json, apop;
+	bool password_stdin, purge, json, apop, kick;
 	const char *password_hash;    /* --password-hash, NULL when not */
 	const char *bytes, *messages; /* user quota: as given, NULL when not */
 };
 
-/* ---- list ---- */
+/* ---- list, show ---- */
 
-struct usage_count {
+/* What a mailbox holds, from its Maildir's file names (maildir_stats: the
+ * S= of each name, a stat only for a name without one), so that listing a
+ * mailbox of 100,000 messages reads two directories and nothing else. */
+struct usage {
 	uint64_t messages, bytes;
-	bool missing; /* no Maildir at all */
+	const char *error; /* the Maildir could not be read; NULL when it was */
 };
 
-/* Count one of new/ and cur/ from the file names' S= fields; files without
- * one are stat'ed, never read. */
-static void count_subdir(const char *maildir, const char *sub, struct usage_count *u)
+static void read_usage(const struct config *cfg, const char *address, struct usage *u,
+                       char **path_r)
 {
-	char *path = xasprintf("%s/%s", maildir, sub);
-	DIR *d = opendir(path);
-	struct dirent *de;
+	char *path = maildir_path(cfg->mail_root, address);
 
-	free(path);
-	if (d == NULL) {
-		if (errno == ENOENT)
-			u->missing = true;
-		return;
-	}
-	while ((de = readdir(d)) != NULL) {
-		struct maildir_name name;
-		struct stat st;
-
-		if (maildir_name_parse(de->d_name, &name) < 0)
-			continue;
-		if (name.has_size) {
-			u->messages++;
-			u->bytes += name.size;
-		} else if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		           S_ISREG(st.st_mode)) {
-			u->messages++;
-			u->bytes += (uint64_t)st.st_size;
-		}
-	}
-	closedir(d);
+	memset(u, 0, sizeof(*u));
+	if (maildir_stats(path, &u->messages, &u->bytes, &u->error) == 0)
+		u->error = NULL;
+	if (path_r != NULL)
+		*path_r = path;
+	else
+		free(path);
 }
 
-struct list_ctx {
-	const struct config *cfg;
-	bool json;
-	bool first; /* nothing printed yet */
-};
+/* "12.3 MB", "2 GB", "512 bytes": units of 1024, as quotas are given. */
+static void format_size(uint64_t v, char *buf, size_t size)
+{
+	static const char *const units[] = {"KB", "MB", "GB", "TB", "PB"};
+	double d = (double)v;
+	size_t u = 0;
+
+	if (v < 1024) {
+		snprintf(buf, size, "%llu byte%s", (unsigned long long)v, v == 1 ? "" : "s");
+		return;
+	}
+	d /= 1024;
+	while (d >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		d /= 1024;
+		u++;
+	}
+	/* One decimal, none when it is .0: "2 GB", not "2.0 GB". */
+	snprintf(buf, size, "%.1f", d);
+	if (strcmp(buf + strlen(buf) - 2, ".0") == 0)
+		buf[strlen(buf) - 2] = '\0';
+	snprintf(buf + strlen(buf), size - strlen(buf), " %s", units[u]);
+}
+
+/* "12.3 MB of 2 GB, 41 of 50000 messages"; a limit that is not set is
+ * left out ("12.3 MB, 41 messages"). */
+static void format_use(const struct usage *u, const struct dir_user *user, char *buf, size_t size)
+{
+	char used[32], limit[32];
+	size_t n;
+
+	if (u->error != NULL) {
+		snprintf(buf, size, "no Maildir (%s)", u->error);
+		return;
+	}
+	format_size(u->bytes, used, sizeof(used));
+	if (user->quota_bytes > 0) {
+		format_size(user->quota_bytes, limit, sizeof(limit));
+		snprintf(buf, size, "%s of %s, ", used, limit);
+	} else {
+		snprintf(buf, size, "%s, ", used);
+	}
+	n = strlen(buf);
+	if (user->quota_messages > 0)
+		snprintf(buf + n, size - n, "%llu of %llu messages",
+		         (unsigned long long)u->messages, (unsigned long long)user->quota_messages);
+	else
+		snprintf(buf + n, size - n, "%llu message%s", (unsigned long long)u->messages,
+		         u->messages == 1 ? "" : "s");
+}
 
 static void format_time(int64_t t, char *buf, size_t size)
 {
@@ -132,47 +186,66 @@ static void format_time(int64_t t, char *buf, size_t size)
 	if (t <= 0 || localtime_r(&tt, &tm) == NULL)
 		snprintf(buf, size, "never");
 	else
-		strftime(buf, size, "%Y-%m-%d %H:%M", &tm);
+		strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
 }
+
+/* One mailbox as a JSON object (no trailing newline). Times are Unix
+ * seconds; last_login is null before the first login. */
+static void print_user_json(const struct dir_user *user, const struct usage *u, const char *path)
+{
+	printf("{\"address\": ");
+	cli_json_string(stdout, user->address);
+	printf(", \"messages\": %llu, \"bytes\": %llu, \"quota_bytes\": %llu,"
+	       " \"quota_messages\": %llu, \"locked\": %s, \"created\": %lld, \"last_login\": ",
+	       (unsigned long long)u->messages, (unsigned long long)u->bytes,
+	       (unsigned long long)user->quota_bytes, (unsigned long long)user->quota_messages,
+	       user->locked ? "true" : "false", (long long)user->created);
+	if (user->last_login > 0)
+		printf("%lld", (long long)user->last_login);
+	else
+		printf("null");
+	if (path != NULL) {
+		printf(", \"maildir\": ");
+		cli_json_string(stdout, path);
+	}
+	printf(", \"maildir_error\": ");
+	if (u->error != NULL)
+		cli_json_string(stdout, u->error);
+	else
+		printf("null");
+	printf("}");
+}
+
+struct list_ctx {
+	const struct config *cfg;
+	bool json;
+	bool first; /* nothing printed yet */
+};
 
 static void print_user(void *ctx, const struct dir_user *user)
 {
 	struct list_ctx *lc = ctx;
-	struct usage_count u = {0};
-	char *path = maildir_path(lc->cfg->mail_root, user->address);
-	char quota[32], when[32];
+	struct usage u;
+	char created[32], when[32], use[160];
 
-	count_subdir(path, "new", &u);
-	count_subdir(path, "cur", &u);
-	free(path);
-
+	read_usage(lc->cfg, user->address, &u, NULL);
 	if (lc->json) {
-		printf("%s\n  {\"address\": ", lc->first ? "" : ",");
-		cli_json_string(stdout, user->address);
-		printf(", \"messages\": %llu, \"bytes\": %llu, \"quota_bytes\": %llu,"
-		       " \"quota_messages\": %llu, \"locked\": %s, \"last_login\": ",
-		       (unsigned long long)u.messages, (unsigned long long)u.bytes,
-		       (unsigned long long)user->quota_bytes,
-		       (unsigned long long)user->quota_messages, user->locked ? "true" : "false");
-		if (user->last_login > 0)
-			printf("%lld}", (long long)user->last_login);
-		else
-			printf("null}");
+		printf("%s\n  ", lc->first ? "" : ",");
+		print_user_json(user, &u, NULL);
 		lc->first = false;
 		return;
 	}
 	/* The header only above rows: an empty list prints nothing. */
 	if (lc->first)
-		printf("%-40s %8s %12s %12s %-6s %s\n", "ADDRESS", "MESSAGES", "BYTES", "QUOTA",
-		       "LOCKED", "LAST LOGIN");
+		printf("%-32s %8s %12s %-6s %-19s %-19s %s\n", "ADDRESS", "MESSAGES", "BYTES",
+		       "LOCKED", "CREATED", "LAST LOGIN", "QUOTA USE");
 	lc->first = false;
-	if (user->quota_bytes > 0)
-		snprintf(quota, sizeof(quota), "%llu", (unsigned long long)user->quota_bytes);
-	else
-		snprintf(quota, sizeof(quota), "-");
+	format_time(user->created, created, sizeof(created));
 	format_time(user->last_login, when, sizeof(when));
-	printf("%-40s %8llu %12llu %12s %-6s %s\n", user->address, (unsigned long long)u.messages,
-	       (unsigned long long)u.bytes, quota, user->locked ? "yes" : "no", when);
+	format_use(&u, user, use, sizeof(use));
+	printf("%-32s %8llu %12llu %-6s %-19s %-19s %s\n", user->address,
+	       (unsigned long long)u.messages, (unsigned long long)u.bytes,
+	       user->locked ? "yes" : "no", created, when, use);
 }
 
 static int user_list(struct dir *dir, const struct config *cfg, const char *domain, bool json)
@@ -200,6 +273,53 @@ static int user_list(struct dir *dir, const struct config *cfg, const char *doma
 	}
 	if (json)
 		printf("%s]\n", lc.first ? "" : "\n");
+	return 0;
+}
+
+/* The mailbox's row, its password hash wiped. 1, 0 (printed "no such
+ * mailbox"), -1 (printed). */
+static int lookup_user(struct dir *dir, const char *address, struct dir_user *user)
+{
+	const char *err;
+	int r = dir_user_lookup(dir, address, user, &err);
+
+	OPENSSL_cleanse(user->password_hash, sizeof(user->password_hash));
+	if (r == 0)
+		cli_err("no such mailbox %s", address);
+	else if (r < 0)
+		cli_err("%s", err);
+	return r;
+}
+
+static int user_show(struct dir *dir, const struct config *cfg, const char *address, bool json)
+{
+	struct dir_user user;
+	struct usage u;
+	char *path, created[32], when[32], use[160], size[32];
+	int r = lookup_user(dir, address, &user);
+
+	if (r <= 0)
+		return r == 0 ? EX_NOUSER : 1;
+	read_usage(cfg, user.address, &u, &path);
+	if (json) {
+		print_user_json(&user, &u, path);
+		printf("\n");
+		free(path);
+		return 0;
+	}
+	format_time(user.created, created, sizeof(created));
+	format_time(user.last_login, when, sizeof(when));
+	format_use(&u, &user, use, sizeof(use));
+	format_size(u.bytes, size, sizeof(size));
+	printf("address:    %s\n", user.address);
+	printf("messages:   %llu\n", (unsigned long long)u.messages);
+	printf("bytes:      %llu (%s)\n", (unsigned long long)u.bytes, size);
+	printf("quota use:  %s\n", use);
+	printf("locked:     %s\n", user.locked ? "yes (logins refused, mail delivered)" : "no");
+	printf("created:    %s\n", created);
+	printf("last login: %s\n", when);
+	printf("maildir:    %s\n", path);
+	free(path);
 	return 0;
 }
 
@@ -459,10 +579,118 @@ static int user_quota(struct dir *dir, const char *address, const struct user_op
 	return 0;
 }
 
+/* ---- the POP3 session lock, for del and rename ---- */
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+int cli_mailbox_in_use(const struct config *cfg, const char *address)
+{
+	char *path = maildir_path(cfg->mail_root, address);
+	const char *err;
+	struct stat st;
+	int fd, r = 0;
+
+	if (lstat(path, &st) == 0) {
+		r = maildir_lock(path, &fd, &err);
+		if (r == 0)
+			close(fd);
+		else if (r < 0)
+			cli_err("%s", err);
+	}
+	free(path);
+	return r;
+}
+
+/* Take the POP3 session lock of the Maildir at path (the one a POP3 session
+ * holds for its whole life: maildir_lock), so that no session has the
+ * mailbox open while it is moved and none can open it meanwhile. Held by a
+ * session: refuse, or with a kicker end the address's sessions and wait a
+ * little for the lock to come free. Returns 0 with *fd_r (close it to let
+ * go; -1 when the mailbox has no Maildir), or an exit status after saying
+ * why. */
+static int hold_mailbox(const char *path, const char *address, struct cli_kicker *kicker,
+                        const char *what, int *fd_r)
+{
+	const char *err;
+	struct stat st;
+	unsigned ended = 0;
+	int r;
+
+	*fd_r = -1;
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		cli_err("%s: %s", path, strerror(errno));
+		return EX_IOERR;
+	}
+	r = maildir_lock(path, fd_r, &err);
+	if (r < 0) {
+		cli_err("cannot lock the Maildir of %s: %s", address, err);
+		return EX_IOERR;
+	}
+	if (r == 0)
+		return 0;
+	if (kicker == NULL) {
+		cli_err("cannot %s %s: a POP3 session has the mailbox open (end it with "
+		        "'pillar kick %s', or add --kick)",
+		        what, address, address);
+		return EX_TEMPFAIL;
+	}
+	r = cli_kicker_kick(kicker, address, &ended);
+	if (r != 0 && r != EX_NOUSER) {
+		cli_err("cannot %s %s: a POP3 session has the mailbox open and could not be "
+		        "ended",
+		        what, address);
+		return EX_TEMPFAIL;
+	}
+	for (long waited = 0; waited < KICK_WAIT_MS; waited += KICK_POLL_MS) {
+		sleep_ms(KICK_POLL_MS);
+		r = maildir_lock(path, fd_r, &err);
+		if (r < 0) {
+			cli_err("cannot lock the Maildir of %s: %s", address, err);
+			return EX_IOERR;
+		}
+		if (r == 0) {
+			printf("%u session%s of %s ended\n", ended, ended == 1 ? "" : "s", address);
+			return 0;
+		}
+	}
+	cli_err("cannot %s %s: its POP3 session still holds the mailbox %d s after %u "
+	        "session%s were told to end",
+	        what, address, KICK_WAIT_MS / 1000, ended, ended == 1 ? "" : "s");
+	return EX_TEMPFAIL;
+}
+
+/* fsync a directory so a rename in it survives a crash; best effort (the
+ * rename itself has happened either way). */
+static void sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+/* The directory that holds path ("<mail_root>/<domain>" for a Maildir). */
+static char *parent_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash == NULL ? xstrdup(".") : xasprintf("%.*s", (int)(slash - path), path);
+}
+
 /* ---- del ---- */
 
 /* Aliases that name the mailbox as a target: dir_user_del removes those
- * rows, and the command says which. */
+ * rows (dir_user_rename renames them), and the command says which. */
 struct alias_refs {
 	const char *address;
 	struct strlist aliases;
@@ -477,15 +705,18 @@ static void find_alias_ref(void *ctx, const char *address, const char *target)
 }
 
 /* Move the Maildir out of the way before the row goes, so that a failure
- * of either step can be undone and nothing is half-deleted. */
-static int user_del(struct dir *dir, const struct config *cfg, const char *address, bool purge)
+ * of either step can be undone and nothing is half-deleted. The session
+ * lock is held throughout: no POP3 session has the mailbox open while it
+ * goes. */
+int cli_user_del(struct dir *dir, const struct config *cfg, const char *address, bool purge,
+                 struct cli_kicker *kicker)
 {
 	char *path = maildir_path(cfg->mail_root, address);
 	char *moved = NULL, *deleted_dir = NULL;
 	const char *err;
 	struct stat st;
 	struct alias_refs ar = {.address = address};
-	int r, status = 0;
+	int r, status = 0, lock_fd = -1;
 
 	r = user_exists(dir, address);
 	if (r <= 0) {
@@ -499,8 +730,11 @@ static int user_del(struct dir *dir, const struct config *cfg, const char *addre
 		free(path);
 		return 1;
 	}
+	status = hold_mailbox(path, address, kicker, "delete", &lock_fd);
+	if (status != 0)
+		goto out;
 
-	if (lstat(path, &st) == 0) {
+	if (lock_fd >= 0) {
 		long long now = (long long)time(NULL);
 
 		if (purge) {
@@ -559,11 +793,195 @@ static int user_del(struct dir *dir, const struct config *cfg, const char *addre
 	for (size_t i = 0; i < ar.aliases.count; i++)
 		printf("alias %s no longer delivers to %s\n", ar.aliases.items[i], address);
 out:
+	if (lock_fd >= 0)
+		close(lock_fd);
 	strlist_free(&ar.aliases);
 	free(path);
 	free(moved);
 	free(deleted_dir);
 	return status;
+}
+
+/* ---- rename ---- */
+
+/* 1 when address has alias rows, 0 not, -1 error (printed). */
+struct alias_probe {
+	const char *address;
+	bool found;
+};
+
+static void probe_alias(void *ctx, const char *address, const char *target)
+{
+	struct alias_probe *ap = ctx;
+
+	(void)target;
+	if (strcmp(address, ap->address) == 0)
+		ap->found = true;
+}
+
+static int alias_exists(struct dir *dir, const char *address)
+{
+	struct alias_probe ap = {.address = address};
+	const char *err;
+
+	if (dir_alias_list(dir, strchr(address, '@') + 1, probe_alias, &ap, &err) < 0) {
+		cli_err("%s", err);
+		return -1;
+	}
+	return ap.found ? 1 : 0;
+}
+
+/* The Maildir moves with rename(2) and the row changes in one transaction
+ * (dir_user_rename); the directory is renamed first and renamed back if the
+ * row cannot change, so a failure anywhere leaves both as they were. The
+ * message files are not renamed, so their UIDLs stay. Throughout, this
+ * command holds the mailbox's POP3 session lock (taken on the old Maildir;
+ * the lock file moves with it), so no session has it open or opens it.
+ *
+ * Delivery has no lock: one that resolved OLD before the row changed opens
+ * the old path. If it opened the Maildir before the rename, it writes
+ * through that descriptor into the moved Maildir, where the mail belongs;
+ * if after, the open fails with ENOENT and the delivery fails (see the
+ * store's classification of that error), and nothing is written under the
+ * old path: delivery never creates a Maildir. */
+static int user_rename(struct dir *dir, const struct config *cfg, const char *from, const char *to,
+                       struct cli_kicker *kicker)
+{
+	const char *to_domain = strchr(to, '@') + 1, *err;
+	char *old_path = maildir_path(cfg->mail_root, from);
+	char *new_path = maildir_path(cfg->mail_root, to);
+	char *old_parent = parent_of(old_path), *new_parent = parent_of(new_path);
+	struct alias_refs ar = {.address = from};
+	bool made_parent = false, moved = false;
+	struct stat st;
+	int r, status = 0, lock_fd = -1;
+
+	r = user_exists(dir, from);
+	if (r <= 0) {
+		if (r == 0)
+			cli_err("no such mailbox %s", from);
+		status = r == 0 ? EX_NOUSER : 1;
+		goto out;
+	}
+	r = dir_domain_exists(dir, to_domain, &err);
+	if (r <= 0) {
+		if (r == 0)
+			cli_err("cannot rename %s to %s: domain %s is not local (add it with "
+			        "'pillar domain add %s')",
+			        from, to, to_domain, to_domain);
+		else
+			cli_err("%s", err);
+		status = r == 0 ? EX_NOUSER : 1;
+		goto out;
+	}
+	r = user_exists(dir, to);
+	if (r == 0)
+		r = alias_exists(dir, to) > 0 ? 2 : 0;
+	if (r != 0) {
+		if (r > 0)
+			cli_err("cannot rename %s to %s: %s already exists as %s", from, to, to,
+			        r == 1 ? "a mailbox" : "an alias");
+		status = r > 0 ? EX_CANTCREAT : 1;
+		goto out;
+	}
+	if (lstat(new_path, &st) == 0) {
+		cli_err("cannot rename %s to %s: %s already exists (not a mailbox in the "
+		        "directory); move it away first",
+		        from, to, new_path);
+		status = EX_CANTCREAT;
+		goto out;
+	}
+	if (dir_alias_list(dir, NULL, find_alias_ref, &ar, &err) < 0) {
+		cli_err("%s", err);
+		status = 1;
+		goto out;
+	}
+
+	status = hold_mailbox(old_path, from, kicker, "rename", &lock_fd);
+	if (status != 0)
+		goto out;
+	if (lock_fd >= 0) {
+		if (mkdir(new_parent, 0700) == 0)
+			made_parent = true;
+		else if (errno != EEXIST) {
+			cli_err("cannot rename %s to %s: cannot create %s: %s", from, to,
+			        new_parent, strerror(errno));
+			status = EX_CANTCREAT;
+			goto out;
+		}
+		/* RENAME_NOREPLACE semantics by hand: new_path was checked
+		 * above, and rename(2) of a directory fails on a non-empty
+		 * target anyway. */
+		if (rename(old_path, new_path) < 0) {
+			cli_err("cannot rename %s to %s: moving %s to %s: %s", from, to, old_path,
+			        new_path, strerror(errno));
+			status = errno == EACCES || errno == EPERM ? EX_NOPERM : EX_CANTCREAT;
+			goto undo;
+		}
+		moved = true;
+	}
+	if (dir_user_rename(dir, from, to, &err) < 0) {
+		cli_err("cannot rename %s to %s: %s", from, to, err);
+		status = 1;
+		goto undo;
+	}
+	if (moved) {
+		sync_dir(new_parent);
+		if (strcmp(new_parent, old_parent) != 0)
+			sync_dir(old_parent);
+	}
+	printf("mailbox %s renamed to %s%s\n", from, to, moved ? "" : " (it had no Maildir)");
+	for (size_t i = 0; i < ar.aliases.count; i++)
+		printf("alias %s now delivers to %s\n", ar.aliases.items[i], to);
+	goto out;
+undo:
+	if (moved && rename(new_path, old_path) < 0)
+		cli_err("and the Maildir could not be moved back from %s to %s: %s; move it "
+		        "back by hand",
+		        new_path, old_path, strerror(errno));
+	else if (made_parent)
+		rmdir(new_parent);
+out:
+	if (lock_fd >= 0)
+		close(lock_fd);
+	strlist_free(&ar.aliases);
+	free(old_path);
+	free(new_path);
+	free(old_parent);
+	free(new_parent);
+	return status;
+}
+
+/* ---- lock, unlock ---- */
+
+static int user_set_locked(struct dir *dir, const char *address, bool locked,
+                           struct cli_kicker *kicker)
+{
+	struct dir_user user;
+	const char *err;
+	unsigned ended = 0;
+	int r = lookup_user(dir, address, &user);
+
+	if (r <= 0)
+		return r == 0 ? EX_NOUSER : 1;
+	if (dir_user_set_locked(dir, address, locked, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	if (!locked) {
+		printf("mailbox %s unlocked%s\n", address,
+		       user.locked ? "" : " (it was not locked)");
+		return 0;
+	}
+	printf("mailbox %s locked: logins are refused, mail is still delivered%s\n", address,
+	       user.locked ? " (it was locked already)" : "");
+	if (kicker == NULL)
+		return 0;
+	r = cli_kicker_kick(kicker, address, &ended);
+	if (r != 0 && r != EX_NOUSER)
+		return r;
+	printf("%u session%s of %s ended\n", ended, ended == 1 ? "" : "s", address);
+	return 0;
 }
 
 /* ---- dispatch ---- */
@@ -579,16 +997,18 @@ int cli_user(int argc, char **argv)
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"bytes", required_argument, NULL, OPT_BYTES},
 	    {"messages", required_argument, NULL, OPT_MESSAGES},
+	    {"kick", no_argument, NULL, OPT_KICK},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct user_opts o = {0};
 	/* Holds an ADDRESS, or a DOMAIN for list, which may be one longer. */
-	char address[DIR_DOMAIN_MAX + 1];
+	char address[DIR_DOMAIN_MAX + 1], new_address[DIR_ADDRESS_MAX + 1];
 	const char *sub, *err, *arg = NULL;
+	struct cli_kicker *kicker = NULL;
 	struct config *cfg;
 	struct dir *dir;
-	bool list, add, del, passwd, quota;
+	bool list, add, del, passwd, quota, rename_, lock, unlock, show;
 	uint64_t v;
 	int c, status;
 
@@ -606,7 +1026,11 @@ int cli_user(int argc, char **argv)
 	del = strcmp(sub, "del") == 0;
 	passwd = strcmp(sub, "passwd") == 0;
 	quota = strcmp(sub, "quota") == 0;
-	if (!list && !add && !del && !passwd && !quota)
+	rename_ = strcmp(sub, "rename") == 0;
+	lock = strcmp(sub, "lock") == 0;
+	unlock = strcmp(sub, "unlock") == 0;
+	show = strcmp(sub, "show") == 0;
+	if (!list && !add && !del && !passwd && !quota && !rename_ && !lock && !unlock && !show)
 		return cli_usage_err("user", "unknown user command '%s'", sub);
 
 	argc--;
@@ -639,6 +1063,9 @@ int cli_user(int argc, char **argv)
 		case OPT_MESSAGES:
 			o.messages = optarg;
 			break;
+		case OPT_KICK:
+			o.kick = true;
+			break;
 		case 'h':
 			fputs(user_help, stdout);
 			return 0;
@@ -668,8 +1095,10 @@ int cli_user(int argc, char **argv)
 	}
 	if (o.purge && !del)
 		return cli_usage_err("user", "--purge is for user del");
-	if (o.json && !list)
-		return cli_usage_err("user", "--json is for user list");
+	if (o.json && !list && !show)
+		return cli_usage_err("user", "--json is for user list and user show");
+	if (o.kick && !del && !rename_ && !lock)
+		return cli_usage_err("user", "--kick is for user del, user rename and user lock");
 	if ((o.bytes != NULL || o.messages != NULL) && !quota)
 		return cli_usage_err("user", "--bytes and --messages are for user quota");
 	if (quota && o.bytes == NULL && o.messages == NULL)
@@ -680,12 +1109,27 @@ int cli_user(int argc, char **argv)
 	if (o.messages != NULL && parse_uint(o.messages, strlen(o.messages), INT64_MAX, &v) < 0)
 		return cli_usage_err("user", "bad --messages '%s': a number, 0 for no limit",
 		                     o.messages);
-	if (argc - optind > 1)
+	if (rename_ && argc - optind != 2)
+		return cli_usage_err("user", "user rename needs OLD and NEW addresses");
+	if (argc - optind > (rename_ ? 2 : 1))
 		return cli_usage_err("user", "unexpected argument '%s'", argv[optind + 1]);
 	if (optind < argc)
 		arg = argv[optind];
 	if (arg == NULL && !list)
 		return cli_usage_err("user", "user %s needs an ADDRESS", sub);
+	if (rename_) {
+		const char *to = argv[optind + 1];
+
+		if (strlen(to) >= sizeof(new_address)) {
+			cli_err("bad address: longer than %d characters", DIR_ADDRESS_MAX);
+			return EX_DATAERR;
+		}
+		snprintf(new_address, sizeof(new_address), "%s", to);
+		if (dir_check_address(new_address, &err) < 0) {
+			cli_err("bad address '%s': %s", to, err);
+			return EX_DATAERR;
+		}
+	}
 
 	if (arg != NULL) {
 		if (strlen(arg) >= sizeof(address)) {
@@ -701,20 +1145,32 @@ int cli_user(int argc, char **argv)
 		}
 	}
 
-	status = cli_admin_open(o.conf, &cfg, &dir);
+	if (rename_ && strcmp(address, new_address) == 0) {
+		cli_err("cannot rename %s to itself", address);
+		return EX_DATAERR;
+	}
+
+	status = cli_admin_open_kicker(o.conf, &cfg, &dir, o.kick ? &kicker : NULL);
 	if (status != 0)
 		return status;
 	if (list)
 		status = user_list(dir, cfg, arg != NULL ? address : NULL, o.json);
+	else if (show)
+		status = user_show(dir, cfg, address, o.json);
 	else if (add)
 		status = user_add(dir, cfg, address, &o);
 	else if (del)
-		status = user_del(dir, cfg, address, o.purge);
+		status = cli_user_del(dir, cfg, address, o.purge, kicker);
+	else if (rename_)
+		status = user_rename(dir, cfg, address, new_address, kicker);
+	else if (lock || unlock)
+		status = user_set_locked(dir, address, lock, kicker);
 	else if (quota)
 		status = user_quota(dir, address, &o);
 	else
 		status = user_passwd(dir, cfg, address, &o);
 	dir_close(&dir);
+	cli_kicker_free(&kicker);
 	config_free(&cfg);
 	return status;
 }
