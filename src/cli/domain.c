@@ -14,18 +14,23 @@
 
 static const char domain_help[] =
     "usage: pillar domain add DOMAIN [-c FILE]\n"
-    "       pillar domain del DOMAIN [-c FILE]\n"
+    "       pillar domain del DOMAIN [--force [--purge] [--kick]] [-c FILE]\n"
     "       pillar domain list [--json] [-c FILE]\n"
     "\n"
-    "Manage the domains Pillar receives mail for. A domain with mailboxes cannot\n"
-    "be deleted; delete its mailboxes first. Deleting a domain deletes its\n"
-    "aliases.\n"
+    "Manage the domains Pillar receives mail for. A domain with mailboxes is\n"
+    "deleted only with --force, which deletes its mailboxes as 'pillar user del'\n"
+    "does (their Maildirs kept in <state_dir>/deleted/, or removed with --purge);\n"
+    "it refuses while a POP3 session has one of them open, unless --kick ends\n"
+    "those sessions. Deleting a domain deletes its aliases.\n"
     "\n"
     "Every domain accepts mail for postmaster@DOMAIN (RFC 5321 section 4.5.1):\n"
     "it goes to the first mailbox created in the domain unless an alias says\n"
     "otherwise (pillar alias add postmaster@DOMAIN TARGET).\n"
     "\n"
     "  -c, --config FILE  the config file\n"
+    "      --force        also delete the domain's mailboxes\n"
+    "      --purge        with --force: delete their mail too\n"
+    "      --kick         with --force: end their open sessions first\n"
     "      --json         list as a JSON array\n"
     "  -h, --help         show this help\n";
 
@@ -104,7 +109,59 @@ static void count_alias(void *ctx, const char *address, const char *target)
 	snprintf(last, sizeof(last), "%s", address);
 }
 
-static int domain_del(struct dir *dir, const struct config *cfg, const char *domain)
+struct del_opts {
+	bool force, purge, kick;
+};
+
+static void collect_address(void *ctx, const struct dir_user *user)
+{
+	strlist_add(ctx, user->address);
+}
+
+/* --force: delete the domain's mailboxes first, one by one as `user del`
+ * does (each undone by itself if it fails). Every mailbox is checked for an
+ * open POP3 session before any is touched, so that without --kick a busy
+ * mailbox refuses the whole command instead of stopping it half-way.
+ * Returns 0 or an exit status after printing why. */
+static int delete_mailboxes(struct dir *dir, const struct config *cfg, const char *domain,
+                            const struct del_opts *o, struct cli_kicker *kicker)
+{
+	struct strlist users = {0};
+	const char *err;
+	int status = 0;
+
+	if (dir_user_list(dir, domain, collect_address, &users, &err) < 0) {
+		cli_err("%s", err);
+		return 1;
+	}
+	for (size_t i = 0; i < users.count && !o->kick; i++) {
+		int r = cli_mailbox_in_use(cfg, users.items[i]);
+
+		if (r != 0) {
+			if (r > 0)
+				cli_err(
+				    "cannot delete domain %s: a POP3 session has %s open (end it "
+				    "with 'pillar kick %s', or add --kick)",
+				    domain, users.items[i], users.items[i]);
+			status = r > 0 ? EX_TEMPFAIL : 1;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < users.count; i++) {
+		status = cli_user_del(dir, cfg, users.items[i], o->purge, kicker);
+		if (status != 0) {
+			cli_err("domain %s was not deleted: %zu of its %zu mailboxes were", domain,
+			        i, users.count);
+			goto out;
+		}
+	}
+out:
+	strlist_free(&users);
+	return status;
+}
+
+static int domain_del(struct dir *dir, const struct config *cfg, const char *domain,
+                      const struct del_opts *o, struct cli_kicker *kicker)
 {
 	const char *err;
 	char *path;
@@ -119,12 +176,20 @@ static int domain_del(struct dir *dir, const struct config *cfg, const char *dom
 		cli_err("no such domain %s", domain);
 		return EX_NOUSER;
 	}
+	if (o->force) {
+		r = delete_mailboxes(dir, cfg, domain, o, kicker);
+		if (r != 0)
+			return r;
+	}
 	if (dir_alias_list(dir, domain, count_alias, &aliases, &err) < 0) {
 		cli_err("%s", err);
 		return 1;
 	}
 	if (dir_domain_del(dir, domain, &err) < 0) {
-		cli_err("%s", err);
+		if (strstr(err, "still has") != NULL)
+			cli_err("%s (delete them first, or use --force)", err);
+		else
+			cli_err("%s", err);
 		return EX_DATAERR;
 	}
 	/* Its mailboxes are gone, so <mail_root>/<domain> is normally empty;
@@ -146,11 +211,16 @@ int cli_domain(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"force", no_argument, NULL, 'f'},
+	    {"purge", no_argument, NULL, 'p'},
+	    {"kick", no_argument, NULL, 'k'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *conf = NULL, *sub, *err;
 	bool json = false;
+	struct del_opts del = {0};
+	struct cli_kicker *kicker = NULL;
 	struct config *cfg;
 	struct dir *dir;
 	char domain[DIR_DOMAIN_MAX + 1];
@@ -180,6 +250,15 @@ int cli_domain(int argc, char **argv)
 		case 'j':
 			json = true;
 			break;
+		case 'f':
+			del.force = true;
+			break;
+		case 'p':
+			del.purge = true;
+			break;
+		case 'k':
+			del.kick = true;
+			break;
 		case 'h':
 			fputs(domain_help, stdout);
 			return 0;
@@ -189,6 +268,10 @@ int cli_domain(int argc, char **argv)
 			return cli_usage_err("domain", "unknown option %s", argv[optind - 1]);
 		}
 	}
+	if ((del.force || del.purge || del.kick) && strcmp(sub, "del") != 0)
+		return cli_usage_err("domain", "--force, --purge and --kick are for domain del");
+	if ((del.purge || del.kick) && !del.force)
+		return cli_usage_err("domain", "--purge and --kick go with --force");
 	if (strcmp(sub, "list") == 0) {
 		if (optind < argc)
 			return cli_usage_err("domain", "unexpected argument '%s'", argv[optind]);
@@ -208,7 +291,7 @@ int cli_domain(int argc, char **argv)
 		}
 	}
 
-	status = cli_admin_open(conf, &cfg, &dir);
+	status = cli_admin_open_kicker(conf, &cfg, &dir, del.kick ? &kicker : NULL);
 	if (status != 0)
 		return status;
 	if (strcmp(sub, "list") == 0)
@@ -216,8 +299,9 @@ int cli_domain(int argc, char **argv)
 	else if (strcmp(sub, "add") == 0)
 		status = domain_add(dir, domain);
 	else
-		status = domain_del(dir, cfg, domain);
+		status = domain_del(dir, cfg, domain, &del, kicker);
 	dir_close(&dir);
+	cli_kicker_free(&kicker);
 	config_free(&cfg);
 	return status;
 }

@@ -1,5 +1,6 @@
 /* `pillar user add|del|rename|passwd|lock|unlock|quota|list|show`: mailboxes. */
 #include "cli/cli.h"
+#include "cli/user.h"
 
 #include "auth/password.h"
 #include "auth/scram.h"
@@ -7,19 +8,15 @@
 #include "core/util.h"
 #include "directory/directory.h"
 #include "store/maildir.h"
-#include "store/maildir_name.h"
 
 #include <crypt.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sysexits.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char user_help[] =
@@ -91,237 +88,12 @@ enum {
 	OPT_KICK
 };
 
-/* How long `--kick` waits for a kicked POP3 session to let go of the
- * mailbox: the worker ends it at once, so this is only slack for a busy
- * machine. */
-#define KICK_WAIT_MS 5000
-#define KICK_POLL_MS 50
-
 struct user_opts {
 	const char *conf;
 	bool password_stdin, purge, json, apop, kick;
 	const char *password_hash;    /* --password-hash, NULL when not */
 	const char *bytes, *messages; /* user quota: as given, NULL when not */
 };
-
-/* ---- list, show ---- */
-
-/* What a mailbox holds, from its Maildir's file names (maildir_stats: the
- * S= of each name, a stat only for a name without one), so that listing a
- * mailbox of 100,000 messages reads two directories and nothing else. */
-struct usage {
-	uint64_t messages, bytes;
-	const char *error; /* the Maildir could not be read; NULL when it was */
-};
-
-static void read_usage(const struct config *cfg, const char *address, struct usage *u,
-                       char **path_r)
-{
-	char *path = maildir_path(cfg->mail_root, address);
-
-	memset(u, 0, sizeof(*u));
-	if (maildir_stats(path, &u->messages, &u->bytes, &u->error) == 0)
-		u->error = NULL;
-	if (path_r != NULL)
-		*path_r = path;
-	else
-		free(path);
-}
-
-/* "12.3 MB", "2 GB", "512 bytes": units of 1024, as quotas are given. */
-static void format_size(uint64_t v, char *buf, size_t size)
-{
-	static const char *const units[] = {"KB", "MB", "GB", "TB", "PB"};
-	double d = (double)v;
-	size_t u = 0;
-
-	if (v < 1024) {
-		snprintf(buf, size, "%llu byte%s", (unsigned long long)v, v == 1 ? "" : "s");
-		return;
-	}
-	d /= 1024;
-	while (d >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
-		d /= 1024;
-		u++;
-	}
-	/* One decimal, none when it is .0: "2 GB", not "2.0 GB". */
-	snprintf(buf, size, "%.1f", d);
-	if (strcmp(buf + strlen(buf) - 2, ".0") == 0)
-		buf[strlen(buf) - 2] = '\0';
-	snprintf(buf + strlen(buf), size - strlen(buf), " %s", units[u]);
-}
-
-/* "12.3 MB of 2 GB, 41 of 50000 messages"; a limit that is not set is
- * left out ("12.3 MB, 41 messages"). */
-static void format_use(const struct usage *u, const struct dir_user *user, char *buf, size_t size)
-{
-	char used[32], limit[32];
-	size_t n;
-
-	if (u->error != NULL) {
-		snprintf(buf, size, "no Maildir (%s)", u->error);
-		return;
-	}
-	format_size(u->bytes, used, sizeof(used));
-	if (user->quota_bytes > 0) {
-		format_size(user->quota_bytes, limit, sizeof(limit));
-		snprintf(buf, size, "%s of %s, ", used, limit);
-	} else {
-		snprintf(buf, size, "%s, ", used);
-	}
-	n = strlen(buf);
-	if (user->quota_messages > 0)
-		snprintf(buf + n, size - n, "%llu of %llu messages",
-		         (unsigned long long)u->messages, (unsigned long long)user->quota_messages);
-	else
-		snprintf(buf + n, size - n, "%llu message%s", (unsigned long long)u->messages,
-		         u->messages == 1 ? "" : "s");
-}
-
-static void format_time(int64_t t, char *buf, size_t size)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (t <= 0 || localtime_r(&tt, &tm) == NULL)
-		snprintf(buf, size, "never");
-	else
-		strftime(buf, size, "%Y-%m-%d %H:%M:%S", &tm);
-}
-
-/* One mailbox as a JSON object (no trailing newline). Times are Unix
- * seconds; last_login is null before the first login. */
-static void print_user_json(const struct dir_user *user, const struct usage *u, const char *path)
-{
-	printf("{\"address\": ");
-	cli_json_string(stdout, user->address);
-	printf(", \"messages\": %llu, \"bytes\": %llu, \"quota_bytes\": %llu,"
-	       " \"quota_messages\": %llu, \"locked\": %s, \"created\": %lld, \"last_login\": ",
-	       (unsigned long long)u->messages, (unsigned long long)u->bytes,
-	       (unsigned long long)user->quota_bytes, (unsigned long long)user->quota_messages,
-	       user->locked ? "true" : "false", (long long)user->created);
-	if (user->last_login > 0)
-		printf("%lld", (long long)user->last_login);
-	else
-		printf("null");
-	if (path != NULL) {
-		printf(", \"maildir\": ");
-		cli_json_string(stdout, path);
-	}
-	printf(", \"maildir_error\": ");
-	if (u->error != NULL)
-		cli_json_string(stdout, u->error);
-	else
-		printf("null");
-	printf("}");
-}
-
-struct list_ctx {
-	const struct config *cfg;
-	bool json;
-	bool first; /* nothing printed yet */
-};
-
-static void print_user(void *ctx, const struct dir_user *user)
-{
-	struct list_ctx *lc = ctx;
-	struct usage u;
-	char created[32], when[32], use[160];
-
-	read_usage(lc->cfg, user->address, &u, NULL);
-	if (lc->json) {
-		printf("%s\n  ", lc->first ? "" : ",");
-		print_user_json(user, &u, NULL);
-		lc->first = false;
-		return;
-	}
-	/* The header only above rows: an empty list prints nothing. */
-	if (lc->first)
-		printf("%-32s %8s %12s %-6s %-19s %-19s %s\n", "ADDRESS", "MESSAGES", "BYTES",
-		       "LOCKED", "CREATED", "LAST LOGIN", "QUOTA USE");
-	lc->first = false;
-	format_time(user->created, created, sizeof(created));
-	format_time(user->last_login, when, sizeof(when));
-	format_use(&u, user, use, sizeof(use));
-	printf("%-32s %8llu %12llu %-6s %-19s %-19s %s\n", user->address,
-	       (unsigned long long)u.messages, (unsigned long long)u.bytes,
-	       user->locked ? "yes" : "no", created, when, use);
-}
-
-static int user_list(struct dir *dir, const struct config *cfg, const char *domain, bool json)
-{
-	struct list_ctx lc = {.cfg = cfg, .json = json, .first = true};
-	const char *err;
-
-	if (domain != NULL) {
-		int r = dir_domain_exists(dir, domain, &err);
-
-		if (r < 0) {
-			cli_err("%s", err);
-			return 1;
-		}
-		if (r == 0) {
-			cli_err("no such domain %s", domain);
-			return EX_NOUSER;
-		}
-	}
-	if (json)
-		printf("[");
-	if (dir_user_list(dir, domain, print_user, &lc, &err) < 0) {
-		cli_err("%s", err);
-		return 1;
-	}
-	if (json)
-		printf("%s]\n", lc.first ? "" : "\n");
-	return 0;
-}
-
-/* The mailbox's row, its password hash wiped. 1, 0 (printed "no such
- * mailbox"), -1 (printed). */
-static int lookup_user(struct dir *dir, const char *address, struct dir_user *user)
-{
-	const char *err;
-	int r = dir_user_lookup(dir, address, user, &err);
-
-	OPENSSL_cleanse(user->password_hash, sizeof(user->password_hash));
-	if (r == 0)
-		cli_err("no such mailbox %s", address);
-	else if (r < 0)
-		cli_err("%s", err);
-	return r;
-}
-
-static int user_show(struct dir *dir, const struct config *cfg, const char *address, bool json)
-{
-	struct dir_user user;
-	struct usage u;
-	char *path, created[32], when[32], use[160], size[32];
-	int r = lookup_user(dir, address, &user);
-
-	if (r <= 0)
-		return r == 0 ? EX_NOUSER : 1;
-	read_usage(cfg, user.address, &u, &path);
-	if (json) {
-		print_user_json(&user, &u, path);
-		printf("\n");
-		free(path);
-		return 0;
-	}
-	format_time(user.created, created, sizeof(created));
-	format_time(user.last_login, when, sizeof(when));
-	format_use(&u, &user, use, sizeof(use));
-	format_size(u.bytes, size, sizeof(size));
-	printf("address:    %s\n", user.address);
-	printf("messages:   %llu\n", (unsigned long long)u.messages);
-	printf("bytes:      %llu (%s)\n", (unsigned long long)u.bytes, size);
-	printf("quota use:  %s\n", use);
-	printf("locked:     %s\n", user.locked ? "yes (logins refused, mail delivered)" : "no");
-	printf("created:    %s\n", created);
-	printf("last login: %s\n", when);
-	printf("maildir:    %s\n", path);
-	free(path);
-	return 0;
-}
 
 /* ---- add, passwd ---- */
 
@@ -429,7 +201,7 @@ static void apop_warning(const struct config *cfg, const char *address)
 }
 
 /* 1 exists, 0 not, -1 error (printed). */
-static int user_exists(struct dir *dir, const char *address)
+int cli_user_exists(struct dir *dir, const char *address)
 {
 	struct dir_user user;
 	const char *err;
@@ -460,7 +232,7 @@ static int user_add(struct dir *dir, const struct config *cfg, const char *addre
 		cli_err("no such domain %s (add it with 'pillar domain add %s')", domain, domain);
 		return EX_NOUSER;
 	}
-	r = user_exists(dir, address);
+	r = cli_user_exists(dir, address);
 	if (r != 0) {
 		if (r > 0)
 			cli_err("mailbox %s already exists", address);
@@ -509,7 +281,7 @@ static int user_passwd(struct dir *dir, const struct config *cfg, const char *ad
 	const char *err;
 	int r, status;
 
-	r = user_exists(dir, address);
+	r = cli_user_exists(dir, address);
 	if (r <= 0) {
 		if (r == 0)
 			cli_err("no such mailbox %s", address);
@@ -579,379 +351,6 @@ static int user_quota(struct dir *dir, const char *address, const struct user_op
 	return 0;
 }
 
-/* ---- the POP3 session lock, for del and rename ---- */
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-int cli_mailbox_in_use(const struct config *cfg, const char *address)
-{
-	char *path = maildir_path(cfg->mail_root, address);
-	const char *err;
-	struct stat st;
-	int fd, r = 0;
-
-	if (lstat(path, &st) == 0) {
-		r = maildir_lock(path, &fd, &err);
-		if (r == 0)
-			close(fd);
-		else if (r < 0)
-			cli_err("%s", err);
-	}
-	free(path);
-	return r;
-}
-
-/* Take the POP3 session lock of the Maildir at path (the one a POP3 session
- * holds for its whole life: maildir_lock), so that no session has the
- * mailbox open while it is moved and none can open it meanwhile. Held by a
- * session: refuse, or with a kicker end the address's sessions and wait a
- * little for the lock to come free. Returns 0 with *fd_r (close it to let
- * go; -1 when the mailbox has no Maildir), or an exit status after saying
- * why. */
-static int hold_mailbox(const char *path, const char *address, struct cli_kicker *kicker,
-                        const char *what, int *fd_r)
-{
-	const char *err;
-	struct stat st;
-	unsigned ended = 0;
-	int r;
-
-	*fd_r = -1;
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		cli_err("%s: %s", path, strerror(errno));
-		return EX_IOERR;
-	}
-	r = maildir_lock(path, fd_r, &err);
-	if (r < 0) {
-		cli_err("cannot lock the Maildir of %s: %s", address, err);
-		return EX_IOERR;
-	}
-	if (r == 0)
-		return 0;
-	if (kicker == NULL) {
-		cli_err("cannot %s %s: a POP3 session has the mailbox open (end it with "
-		        "'pillar kick %s', or add --kick)",
-		        what, address, address);
-		return EX_TEMPFAIL;
-	}
-	r = cli_kicker_kick(kicker, address, &ended);
-	if (r != 0 && r != EX_NOUSER) {
-		cli_err("cannot %s %s: a POP3 session has the mailbox open and could not be "
-		        "ended",
-		        what, address);
-		return EX_TEMPFAIL;
-	}
-	for (long waited = 0; waited < KICK_WAIT_MS; waited += KICK_POLL_MS) {
-		sleep_ms(KICK_POLL_MS);
-		r = maildir_lock(path, fd_r, &err);
-		if (r < 0) {
-			cli_err("cannot lock the Maildir of %s: %s", address, err);
-			return EX_IOERR;
-		}
-		if (r == 0) {
-			printf("%u session%s of %s ended\n", ended, ended == 1 ? "" : "s", address);
-			return 0;
-		}
-	}
-	cli_err("cannot %s %s: its POP3 session still holds the mailbox %d s after %u "
-	        "session%s were told to end",
-	        what, address, KICK_WAIT_MS / 1000, ended, ended == 1 ? "" : "s");
-	return EX_TEMPFAIL;
-}
-
-/* fsync a directory so a rename in it survives a crash; best effort (the
- * rename itself has happened either way). */
-static void sync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-}
-
-/* The directory that holds path ("<mail_root>/<domain>" for a Maildir). */
-static char *parent_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	return slash == NULL ? xstrdup(".") : xasprintf("%.*s", (int)(slash - path), path);
-}
-
-/* ---- del ---- */
-
-/* Aliases that name the mailbox as a target: dir_user_del removes those
- * rows (dir_user_rename renames them), and the command says which. */
-struct alias_refs {
-	const char *address;
-	struct strlist aliases;
-};
-
-static void find_alias_ref(void *ctx, const char *address, const char *target)
-{
-	struct alias_refs *ar = ctx;
-
-	if (strcmp(target, ar->address) == 0)
-		strlist_add(&ar->aliases, address);
-}
-
-/* Move the Maildir out of the way before the row goes, so that a failure
- * of either step can be undone and nothing is half-deleted. The session
- * lock is held throughout: no POP3 session has the mailbox open while it
- * goes. */
-int cli_user_del(struct dir *dir, const struct config *cfg, const char *address, bool purge,
-                 struct cli_kicker *kicker)
-{
-	char *path = maildir_path(cfg->mail_root, address);
-	char *moved = NULL, *deleted_dir = NULL;
-	const char *err;
-	struct stat st;
-	struct alias_refs ar = {.address = address};
-	int r, status = 0, lock_fd = -1;
-
-	r = user_exists(dir, address);
-	if (r <= 0) {
-		if (r == 0)
-			cli_err("no such mailbox %s", address);
-		free(path);
-		return r == 0 ? EX_NOUSER : 1;
-	}
-	if (dir_alias_list(dir, NULL, find_alias_ref, &ar, &err) < 0) {
-		cli_err("%s", err);
-		free(path);
-		return 1;
-	}
-	status = hold_mailbox(path, address, kicker, "delete", &lock_fd);
-	if (status != 0)
-		goto out;
-
-	if (lock_fd >= 0) {
-		long long now = (long long)time(NULL);
-
-		if (purge) {
-			/* A sibling name no mailbox can have (leading '.'),
-			 * on the same file system, so rename cannot fail
-			 * with EXDEV. */
-			const char *at = strchr(address, '@');
-			moved = xasprintf("%s/%s/.%.*s.deleting.%lld.%ld", cfg->mail_root, at + 1,
-			                  (int)(at - address), address, now, (long)getpid());
-		} else {
-			deleted_dir = xasprintf("%s/deleted", cfg->state_dir);
-			if (mkdir(deleted_dir, 0700) < 0 && errno != EEXIST) {
-				cli_err("cannot create %s: %s", deleted_dir, strerror(errno));
-				status = EX_CANTCREAT;
-				goto out;
-			}
-			moved = xasprintf("%s/%s.%lld", deleted_dir, address, now);
-			for (int n = 1; lstat(moved, &st) == 0 && n < 100; n++) {
-				free(moved);
-				moved = xasprintf("%s/%s.%lld-%d", deleted_dir, address, now, n);
-			}
-		}
-		if (rename(path, moved) < 0) {
-			if (errno == EXDEV)
-				cli_err("cannot move %s to %s: it is on another file system "
-				        "(use --purge, or move the Maildir yourself first)",
-				        path, deleted_dir);
-			else
-				cli_err("cannot move %s to %s: %s", path, moved, strerror(errno));
-			status = EX_CANTCREAT;
-			goto out;
-		}
-	}
-
-	if (dir_user_del(dir, address, &err) < 0) {
-		cli_err("%s", err);
-		if (moved != NULL && rename(moved, path) < 0)
-			cli_err("and the Maildir could not be put back from %s: %s", moved,
-			        strerror(errno));
-		status = 1;
-		goto out;
-	}
-	if (moved != NULL && purge) {
-		if (cli_remove_tree(moved) < 0) {
-			cli_err("mailbox %s deleted, but removing %s failed: %s", address, moved,
-			        strerror(errno));
-			status = 1;
-			goto out;
-		}
-		printf("mailbox %s deleted, mail removed\n", address);
-	} else if (moved != NULL) {
-		printf("mailbox %s deleted, mail kept in %s\n", address, moved);
-	} else {
-		printf("mailbox %s deleted (it had no Maildir)\n", address);
-	}
-	for (size_t i = 0; i < ar.aliases.count; i++)
-		printf("alias %s no longer delivers to %s\n", ar.aliases.items[i], address);
-out:
-	if (lock_fd >= 0)
-		close(lock_fd);
-	strlist_free(&ar.aliases);
-	free(path);
-	free(moved);
-	free(deleted_dir);
-	return status;
-}
-
-/* ---- rename ---- */
-
-/* 1 when address has alias rows, 0 not, -1 error (printed). */
-struct alias_probe {
-	const char *address;
-	bool found;
-};
-
-static void probe_alias(void *ctx, const char *address, const char *target)
-{
-	struct alias_probe *ap = ctx;
-
-	(void)target;
-	if (strcmp(address, ap->address) == 0)
-		ap->found = true;
-}
-
-static int alias_exists(struct dir *dir, const char *address)
-{
-	struct alias_probe ap = {.address = address};
-	const char *err;
-
-	if (dir_alias_list(dir, strchr(address, '@') + 1, probe_alias, &ap, &err) < 0) {
-		cli_err("%s", err);
-		return -1;
-	}
-	return ap.found ? 1 : 0;
-}
-
-/* The Maildir moves with rename(2) and the row changes in one transaction
- * (dir_user_rename); the directory is renamed first and renamed back if the
- * row cannot change, so a failure anywhere leaves both as they were. The
- * message files are not renamed, so their UIDLs stay. Throughout, this
- * command holds the mailbox's POP3 session lock (taken on the old Maildir;
- * the lock file moves with it), so no session has it open or opens it.
- *
- * Delivery has no lock: one that resolved OLD before the row changed opens
- * the old path. If it opened the Maildir before the rename, it writes
- * through that descriptor into the moved Maildir, where the mail belongs;
- * if after, the open fails with ENOENT and the delivery fails (see the
- * store's classification of that error), and nothing is written under the
- * old path: delivery never creates a Maildir. */
-static int user_rename(struct dir *dir, const struct config *cfg, const char *from, const char *to,
-                       struct cli_kicker *kicker)
-{
-	const char *to_domain = strchr(to, '@') + 1, *err;
-	char *old_path = maildir_path(cfg->mail_root, from);
-	char *new_path = maildir_path(cfg->mail_root, to);
-	char *old_parent = parent_of(old_path), *new_parent = parent_of(new_path);
-	struct alias_refs ar = {.address = from};
-	bool made_parent = false, moved = false;
-	struct stat st;
-	int r, status = 0, lock_fd = -1;
-
-	r = user_exists(dir, from);
-	if (r <= 0) {
-		if (r == 0)
-			cli_err("no such mailbox %s", from);
-		status = r == 0 ? EX_NOUSER : 1;
-		goto out;
-	}
-	r = dir_domain_exists(dir, to_domain, &err);
-	if (r <= 0) {
-		if (r == 0)
-			cli_err("cannot rename %s to %s: domain %s is not local (add it with "
-			        "'pillar domain add %s')",
-			        from, to, to_domain, to_domain);
-		else
-			cli_err("%s", err);
-		status = r == 0 ? EX_NOUSER : 1;
-		goto out;
-	}
-	r = user_exists(dir, to);
-	if (r == 0)
-		r = alias_exists(dir, to) > 0 ? 2 : 0;
-	if (r != 0) {
-		if (r > 0)
-			cli_err("cannot rename %s to %s: %s already exists as %s", from, to, to,
-			        r == 1 ? "a mailbox" : "an alias");
-		status = r > 0 ? EX_CANTCREAT : 1;
-		goto out;
-	}
-	if (lstat(new_path, &st) == 0) {
-		cli_err("cannot rename %s to %s: %s already exists (not a mailbox in the "
-		        "directory); move it away first",
-		        from, to, new_path);
-		status = EX_CANTCREAT;
-		goto out;
-	}
-	if (dir_alias_list(dir, NULL, find_alias_ref, &ar, &err) < 0) {
-		cli_err("%s", err);
-		status = 1;
-		goto out;
-	}
-
-	status = hold_mailbox(old_path, from, kicker, "rename", &lock_fd);
-	if (status != 0)
-		goto out;
-	if (lock_fd >= 0) {
-		if (mkdir(new_parent, 0700) == 0)
-			made_parent = true;
-		else if (errno != EEXIST) {
-			cli_err("cannot rename %s to %s: cannot create %s: %s", from, to,
-			        new_parent, strerror(errno));
-			status = EX_CANTCREAT;
-			goto out;
-		}
-		/* RENAME_NOREPLACE semantics by hand: new_path was checked
-		 * above, and rename(2) of a directory fails on a non-empty
-		 * target anyway. */
-		if (rename(old_path, new_path) < 0) {
-			cli_err("cannot rename %s to %s: moving %s to %s: %s", from, to, old_path,
-			        new_path, strerror(errno));
-			status = errno == EACCES || errno == EPERM ? EX_NOPERM : EX_CANTCREAT;
-			goto undo;
-		}
-		moved = true;
-	}
-	if (dir_user_rename(dir, from, to, &err) < 0) {
-		cli_err("cannot rename %s to %s: %s", from, to, err);
-		status = 1;
-		goto undo;
-	}
-	if (moved) {
-		sync_dir(new_parent);
-		if (strcmp(new_parent, old_parent) != 0)
-			sync_dir(old_parent);
-	}
-	printf("mailbox %s renamed to %s%s\n", from, to, moved ? "" : " (it had no Maildir)");
-	for (size_t i = 0; i < ar.aliases.count; i++)
-		printf("alias %s now delivers to %s\n", ar.aliases.items[i], to);
-	goto out;
-undo:
-	if (moved && rename(new_path, old_path) < 0)
-		cli_err("and the Maildir could not be moved back from %s to %s: %s; move it "
-		        "back by hand",
-		        new_path, old_path, strerror(errno));
-	else if (made_parent)
-		rmdir(new_parent);
-out:
-	if (lock_fd >= 0)
-		close(lock_fd);
-	strlist_free(&ar.aliases);
-	free(old_path);
-	free(new_path);
-	free(old_parent);
-	free(new_parent);
-	return status;
-}
-
 /* ---- lock, unlock ---- */
 
 static int user_set_locked(struct dir *dir, const char *address, bool locked,
@@ -960,7 +359,7 @@ static int user_set_locked(struct dir *dir, const char *address, bool locked,
 	struct dir_user user;
 	const char *err;
 	unsigned ended = 0;
-	int r = lookup_user(dir, address, &user);
+	int r = cli_user_lookup(dir, address, &user);
 
 	if (r <= 0)
 		return r == 0 ? EX_NOUSER : 1;
@@ -1154,15 +553,15 @@ int cli_user(int argc, char **argv)
 	if (status != 0)
 		return status;
 	if (list)
-		status = user_list(dir, cfg, arg != NULL ? address : NULL, o.json);
+		status = cli_user_list(dir, cfg, arg != NULL ? address : NULL, o.json);
 	else if (show)
-		status = user_show(dir, cfg, address, o.json);
+		status = cli_user_show(dir, cfg, address, o.json);
 	else if (add)
 		status = user_add(dir, cfg, address, &o);
 	else if (del)
 		status = cli_user_del(dir, cfg, address, o.purge, kicker);
 	else if (rename_)
-		status = user_rename(dir, cfg, address, new_address, kicker);
+		status = cli_user_rename(dir, cfg, address, new_address, kicker);
 	else if (lock || unlock)
 		status = user_set_locked(dir, address, lock, kicker);
 	else if (quota)
