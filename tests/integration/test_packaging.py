@@ -108,12 +108,12 @@ def man_plain(path: Path) -> str:
 
 
 def help_commands():
-    """{command: synopsis} from `pillar help`."""
+    """{command: the rest of its line} from `pillar help`."""
     r = pillar("help")
     assert r.returncode == 0, r.err
     cmds = {}
     for line in r.out.splitlines():
-        m = re.match(r"^  pillar (\S+)(.*?)\s{2,}\S", line)
+        m = re.match(r"^  pillar (\S+)(.*)$", line)
         if m:
             cmds[m.group(1)] = m.group(2).strip()
     assert len(cmds) >= 10, f"could not read the command list from `pillar help`:\n{r.out}"
