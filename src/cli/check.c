@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -172,6 +173,10 @@ static void check_tls(const struct config *cfg)
 		} else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
 			what = "tls_key";
 			file = key;
+			/* OpenSSL compares the key with the certificate as it
+			 * loads it. */
+			mismatch =
+			    ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
 		} else if (SSL_CTX_check_private_key(ctx) != 1) {
 			what = "tls_key";
 			file = key;
