@@ -16,6 +16,9 @@
 /* Pending connections the kernel may queue per listener; bursts of new
  * clients wait there instead of being refused. */
 #define LISTEN_BACKLOG 1024
+/* A unix listener (LMTP from the local MTA) is open to every local account,
+ * like a TCP listener on loopback is: the MTA runs under its own account. */
+#define LISTEN_UNIX_MODE 0666
 
 int listen_parse(const char *spec, struct sockaddr_storage *ss, socklen_t *len_r,
                  const char **error_r)
@@ -109,7 +112,9 @@ int listen_bind(const char *spec, char *err, size_t errlen)
 		if (ss.ss_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	}
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
+	    (ss.ss_family == AF_UNIX &&
+	     chmod(((struct sockaddr_un *)&ss)->sun_path, LISTEN_UNIX_MODE) < 0)) {
 		snprintf(err, errlen, "%s: %s", spec, strerror(errno));
 		close(fd);
 		return -1;

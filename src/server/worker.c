@@ -22,6 +22,7 @@
 #include "core/util.h"
 #include "net/conn.h"
 #include "net/listen.h"
+#include "net/proxy.h"
 #include "net/tls.h"
 #include "pop3/pop3.h"
 #include "server/iplimit.h"
@@ -29,6 +30,7 @@
 #include "store/delivery.h"
 #include "server/listeners.h"
 #include "server/master.h"
+#include "server/worker.h"
 
 /* After a stop, sessions get this long to say goodbye before the loop ends
  * regardless. */
@@ -36,83 +38,6 @@
 /* When accept fails for lack of descriptors, pause that listener this long
  * instead of spinning on a socket that stays readable. */
 #define ACCEPT_BACKOFF_MS 500
-
-struct worker_listener {
-	struct worker *w;
-	enum listener_proto proto;
-	struct evconnlistener *evl;
-	struct event *backoff;
-};
-
-struct worker {
-	struct worker_env env;
-	struct event *cleanup_timer;
-	bool cleanup_running;
-	int cleanup_removed;
-	struct iplimit *ipl;
-	unsigned slot;
-	struct worker_listener *listeners;
-	size_t nlisteners;
-	struct event *sig_term, *sig_int, *sig_usr1, *stop_timer;
-};
-
-static void conn_released(void *arg, struct conn *c)
-{
-	struct worker *w = arg;
-	iplimit_release(w->ipl, conn_peer_key(c), w->slot);
-}
-
-/* Over max_connections_per_ip: one line in the protocol's words, then close.
- * The socket is new and empty, so a short non-blocking send cannot block. */
-static void refuse(struct worker_listener *wl, int fd, const struct sockaddr *sa, socklen_t salen)
-{
-	const char *msg = wl->proto == PROTO_POP3 || wl->proto == PROTO_POP3S
-	                      ? "-ERR [SYS/TEMP] too many connections from your address\r\n"
-	                      : "421 4.7.0 too many connections from your address\r\n";
-	char rip[48];
-	net_peer_string(sa, salen, rip, sizeof(rip));
-	log_info("event=refused reason=max-connections-per-ip proto=%s rip=%s",
-	         listener_proto_name(wl->proto), rip);
-	(void)send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
-	close(fd);
-}
-
-static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
-{
-	(void)evl;
-	struct worker_listener *wl = arg;
-	struct worker *w = wl->w;
-	int counted = 1;
-
-	if (sa->sa_family != AF_UNIX) {
-		uint8_t key[16];
-		net_peer_key(sa, key);
-		counted = iplimit_acquire(w->ipl, key, w->slot, w->env.cfg->max_connections_per_ip);
-		if (counted < 0) {
-			refuse(wl, fd, sa, (socklen_t)salen);
-			return;
-		}
-	}
-	struct conn *c;
-	if (wl->proto == PROTO_POP3S) {
-		SSL *ssl = w->env.tls != NULL ? tls_ssl_new(w->env.tls) : NULL;
-		if (ssl == NULL) {
-			log_error("event=refused reason=no-tls proto=pop3s");
-			close(fd);
-			return;
-		}
-		c = conn_new_tls(w->env.base, fd, sa, (socklen_t)salen, ssl);
-	} else {
-		c = conn_new(w->env.base, fd, sa, (socklen_t)salen);
-	}
-	if (counted == 0)
-		conn_set_on_free(c, conn_released, w);
-	if (wl->proto == PROTO_POP3 || wl->proto == PROTO_POP3S)
-		pop3_accept(&w->env, c);
-	else
-		smtp_accept(&w->env, c, wl->proto == PROTO_LMTP);
-}
 
 static void backoff_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -259,6 +184,12 @@ int worker_main(const struct worker_params *p)
 	evsignal_add(w.sig_usr1, NULL);
 	w.stop_timer = evtimer_new(w.env.base, stop_timer_cb, &w);
 
+	/* trusted_proxies was validated with the config; parse it once. */
+	w.proxies = xcalloc(cfg->trusted_proxies.count + 1, sizeof(*w.proxies));
+	for (size_t i = 0; i < cfg->trusted_proxies.count; i++)
+		if (proxy_net_parse(cfg->trusted_proxies.items[i], &w.proxies[w.nproxies]) == 0)
+			w.nproxies++;
+
 	w.listeners = xcalloc(set->count, sizeof(*w.listeners));
 	w.nlisteners = set->count;
 	for (size_t i = 0; i < set->count; i++) {
@@ -272,7 +203,7 @@ int worker_main(const struct worker_params *p)
 		if (fd < 0)
 			fatal("worker %u: dup: %s", index, strerror(errno));
 		wl->evl =
-		    evconnlistener_new(w.env.base, accept_cb, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+		    evconnlistener_new(w.env.base, worker_accept, wl, LEV_OPT_CLOSE_ON_FREE, 0, fd);
 		if (wl->evl == NULL)
 			fatal("worker %u: cannot listen on %s", index, set->items[i].spec);
 		evconnlistener_set_error_cb(wl->evl, accept_error_cb);
@@ -294,6 +225,8 @@ int worker_main(const struct worker_params *p)
 		bufferevent_free(ctl_bev);
 
 	close_listeners(&w);
+	worker_accept_cleanup(&w);
+	free(w.proxies);
 	pool_free(&w.env.pool);
 	for (size_t i = 0; i < w.nlisteners; i++)
 		event_free(w.listeners[i].backoff);
