@@ -159,6 +159,10 @@ int worker_main(const struct worker_params *p)
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() == 1)
 		exit(0);
+	/* A worker never needs more privilege than it has now: no exec of a
+	 * set-uid program can give it any. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal("worker %u: PR_SET_NO_NEW_PRIVS: %s", index, strerror(errno));
 
 	memset(&w, 0, sizeof(w));
 	env_init(&w.env);
