@@ -233,7 +233,12 @@ static void rcpt_reply(struct smtp_session *s, const struct smtp_rcpt *r, char *
 	else if (over)
 		snprintf(out, size, "552 5.2.2 <%s> mailbox full", r->address);
 	else if (perm)
-		snprintf(out, size, "550 5.2.1 <%s> mailbox unavailable", r->address);
+		/* The directory had the mailbox at RCPT; its Maildir is gone
+		 * now: renamed or deleted meanwhile. A retry looks it up anew
+		 * (and is refused at RCPT if it is really gone), so nothing
+		 * bounces on a race. */
+		snprintf(out, size, "450 4.2.1 <%s> mailbox is being changed, try again later",
+			 r->address);
 	else
 		snprintf(out, size, "250 2.0.0 <%s> delivered as %s.%u", r->address, s->sid,
 		         s->messages);
