@@ -47,14 +47,17 @@ static void conn_released(void *arg, struct conn *c)
  * The socket is new and empty, so a short non-blocking send cannot block. */
 static void refuse(struct worker_listener *wl, int fd, const struct sockaddr *sa, socklen_t salen)
 {
-	const char *msg = wl->proto == PROTO_POP3 || wl->proto == PROTO_POP3S
+	const char *msg = wl->proto == PROTO_POP3
 	                      ? "-ERR [SYS/TEMP] too many connections from your address\r\n"
 	                      : "421 4.7.0 too many connections from your address\r\n";
 	char rip[48];
 	net_peer_string(sa, salen, rip, sizeof(rip));
 	log_info("event=refused reason=max-connections-per-ip proto=%s rip=%s",
 	         listener_proto_name(wl->proto), rip);
-	(void)send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* On the implicit-TLS port a plaintext line would only confuse the
+	 * client's TLS stack: just close. */
+	if (wl->proto != PROTO_POP3S)
+		(void)send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
 	close(fd);
 }
 
