@@ -194,6 +194,26 @@ int pop3_login_quit(struct pop3_login *l, const struct pop3_cmd *cmd)
 	return 0;
 }
 
+/* What USER/PASS and APOP share once the check is done. */
+static void login_outcome(struct pop3_login *l, enum auth_result result, const char *address,
+                          const char *name, const char *error)
+{
+	switch (result) {
+	case AUTH_OK:
+		pop3_login_succeeded(l, address);
+		break;
+	case AUTH_LOCKED:
+		pop3_login_locked(l, address);
+		break;
+	case AUTH_TEMPFAIL:
+		pop3_login_tempfail(l, error);
+		break;
+	case AUTH_FAILED:
+		pop3_login_failed(l, name);
+		break;
+	}
+}
+
 static void apop_work(void *arg)
 {
 	struct pop3_login *l = arg;
@@ -210,20 +230,7 @@ static void apop_done(void *arg)
 		free(req);
 		return;
 	}
-	switch (req->result) {
-	case AUTH_OK:
-		pop3_login_succeeded(l, req->address);
-		break;
-	case AUTH_LOCKED:
-		pop3_login_locked(l, req->address);
-		break;
-	case AUTH_TEMPFAIL:
-		pop3_login_tempfail(l, req->error);
-		break;
-	case AUTH_FAILED:
-		pop3_login_failed(l, req->user);
-		break;
-	}
+	login_outcome(l, req->result, req->address, req->user, req->error);
 	free(req);
 }
 
@@ -383,8 +390,9 @@ void pop3_login_failed(struct pop3_login *l, const char *name)
 	char safe[DIR_ADDRESS_MAX + 1];
 
 	l->failures++;
-	log_info("sid=%s auth failed user=%s rip=%s", l->sid,
-	         text_log_safe(name != NULL ? name : "", safe, sizeof(safe)), conn_peer(l->conn));
+	log_auth_failure("sid=%s auth failed user=%s rip=%s", l->sid,
+	                 text_log_safe(name != NULL ? name : "", safe, sizeof(safe)),
+	                 conn_peer(l->conn));
 	/* Answer only after the delay, on a timer: other sessions go on. The
 	 * delay grows with this address's recent failures, in all workers. */
 	const uint8_t *ip = conn_peer_key(l->conn);
@@ -403,25 +411,11 @@ static void login_auth_done(void *arg)
 	struct auth_request *req = l->req;
 
 	l->req = NULL;
-	if (l->conn_gone || l->stop_pending) {
+	if (pop3_login_job_done(l)) {
 		free(req);
-		login_fail_reply(l);
 		return;
 	}
-	switch (req->result) {
-	case AUTH_OK:
-		pop3_login_succeeded(l, req->address);
-		break;
-	case AUTH_LOCKED:
-		pop3_login_locked(l, req->address);
-		break;
-	case AUTH_TEMPFAIL:
-		pop3_login_tempfail(l, req->error);
-		break;
-	case AUTH_FAILED:
-		pop3_login_failed(l, req->user);
-		break;
-	}
+	login_outcome(l, req->result, req->address, req->user, req->error);
 	free(req);
 }
 
