@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/util.h"
 #include "net/listen.h"
 
@@ -529,14 +530,13 @@ void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), voi
 	c->on_free_arg = arg;
 }
 
-uint64_t conn_bytes_in(const struct conn *c)
+void conn_describe(const struct conn *c, struct env_client_info *out)
 {
-	return c->bytes_in;
-}
-
-uint64_t conn_bytes_out(const struct conn *c)
-{
-	return c->bytes_out;
+	static char tls[96]; /* valid until the next call: one loop per process */
+	out->rip = c != NULL ? c->peer : "";
+	out->tls = c != NULL ? conn_tls_info(c, tls, sizeof(tls)) : "";
+	out->bytes_in = c != NULL ? c->bytes_in : 0;
+	out->bytes_out = c != NULL ? c->bytes_out : 0;
 }
 
 const uint8_t *conn_peer_key(const struct conn *c)

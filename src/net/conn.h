@@ -137,9 +137,11 @@ bool conn_closing(const struct conn *c);
 void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), void *arg);
 
 const char *conn_peer(const struct conn *c);
-/* Octets of application data received and sent so far. */
-uint64_t conn_bytes_in(const struct conn *c);
-uint64_t conn_bytes_out(const struct conn *c);
+/* Fill the connection's part of what `pillar who` shows: address, TLS,
+ * octets. c may be NULL (a session whose connection just went away). */
+struct env_client_info;
+void conn_describe(const struct conn *c, struct env_client_info *out);
+
 /* The peer's address as 16 bytes (IPv4 v4-mapped; zeros for unix sockets). */
 const uint8_t *conn_peer_key(const struct conn *c);
 bool conn_peer_loopback(const struct conn *c);

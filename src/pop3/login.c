@@ -129,16 +129,12 @@ static void login_shutdown(struct env_client *node)
 
 static void login_info(struct env_client *node, struct env_client_info *out)
 {
-	static char tls[96]; /* valid until the next call: one loop per process */
 	struct pop3_login *l = (struct pop3_login *)node;
 	out->sid = l->sid;
 	out->proto = "pop3";
 	out->user = "";
-	out->rip = l->conn != NULL ? conn_peer(l->conn) : "";
-	out->tls = l->conn != NULL ? conn_tls_info(l->conn, tls, sizeof(tls)) : "";
+	conn_describe(l->conn, out);
 	out->since = l->since;
-	out->bytes_in = l->conn != NULL ? conn_bytes_in(l->conn) : 0;
-	out->bytes_out = l->conn != NULL ? conn_bytes_out(l->conn) : 0;
 }
 
 static void login_kick(struct env_client *node)

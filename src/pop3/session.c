@@ -309,16 +309,12 @@ static void session_open_done(void *arg)
 
 static void session_info(struct env_client *node, struct env_client_info *out)
 {
-	static char tls[96]; /* valid until the next call: one loop per process */
 	struct pop3_session *s = (struct pop3_session *)node;
 	out->sid = s->sid;
 	out->proto = "pop3";
 	out->user = s->user;
-	out->rip = s->conn != NULL ? conn_peer(s->conn) : "";
-	out->tls = s->conn != NULL ? conn_tls_info(s->conn, tls, sizeof(tls)) : "";
+	conn_describe(s->conn, out);
 	out->since = s->since;
-	out->bytes_in = s->conn != NULL ? conn_bytes_in(s->conn) : 0;
-	out->bytes_out = s->conn != NULL ? conn_bytes_out(s->conn) : 0;
 }
 
 /* Dropped like a client that went away: no UPDATE, nothing deleted. */
