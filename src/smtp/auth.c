@@ -86,8 +86,8 @@ static void auth_failed(struct smtp_session *s, const char *name)
 
 	penalty_failure(s->env->penalty, ip);
 	s->auth_failures++;
-	log_info("sid=%s auth failed user=%s rip=%s", s->sid,
-	         text_log_safe(name, safe, sizeof(safe)), conn_peer(s->conn));
+	log_auth_failure("sid=%s auth failed user=%s rip=%s", s->sid,
+	                 text_log_safe(name, safe, sizeof(safe)), conn_peer(s->conn));
 	s->busy = true;
 	if (s->auth_delay == NULL)
 		s->auth_delay = evtimer_new(s->env->base, delay_done, s);
