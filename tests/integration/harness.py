@@ -582,6 +582,11 @@ class Pillar:
         self.pop3s_port = pop3s_port if pop3s else None
         # Listeners a test adds with add_listener(): (key, value) pairs.
         self.extra_listeners = []
+        # For `pillar serve` only, set before start(): extra environment
+        # variables (e.g. LD_PRELOAD of a fault-injection shim) and resource
+        # limits ({resource.RLIMIT_NOFILE: (64, 64)}).
+        self.env = {}
+        self.rlimits = {}
         self.cert = self.key = None
         if tls or pop3s:
             tls_dir = base / "tls"
@@ -833,12 +838,22 @@ class Pillar:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.expect_exit = False
         log = open(self.log_path, "ab")
+        rlimits = dict(self.rlimits)
+
+        def limits():
+            import resource
+
+            for which, value in rlimits.items():
+                resource.setrlimit(which, value)
+
         self.proc = subprocess.Popen(
             [PILLAR_BIN, "serve", "-c", str(self.conf), "--foreground"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env={**os.environ, **self.env} if self.env else None,
+            preexec_fn=limits if rlimits else None,
         )
         log.close()
         deadline = time.monotonic() + timeout

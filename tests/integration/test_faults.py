@@ -1,0 +1,358 @@
+"""Faults: failing system calls, killed processes, and the order of the
+system calls that make a delivery durable.
+
+Failures are injected without special hardware by an LD_PRELOAD library,
+tests/faults/shim.c, which this module builds with the system C compiler.
+It fails one chosen call (write, fsync, link, rename, unlink, or the open
+that creates a file) with a chosen errno, or kills the process right before
+or right after it — only for files under the instance's mail root, and only
+once for the whole server (see the shim for the details).
+
+After every fault: the client was told to try again (4xx) or lost its
+connection, never told 250 for a message that is not stored; every message
+that got 250 is in the mailbox exactly once and intact; nothing partial is
+ever visible in new/; and the server goes on serving.
+
+The system-call order test attaches strace(1) to a worker; the SIGKILL
+trials kill workers at random under a continuous LMTP load from several
+connections, then reconcile what the clients were told with the mailbox."""
+
+import hashlib
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    BOB,
+    BOB_PASSWORD,
+    PASSWORD,
+    REPO,
+    USER,
+    Closed,
+    SmtpConn,
+    lf,
+    split_trace,
+    tool,
+    vsize,
+    wait_for,
+)
+
+SENDER = "sender@example.org"
+SHIM_SRC = REPO / "tests" / "faults" / "shim.c"
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    cc = tool("cc") or tool("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the fault-injection shim")
+    out = tmp_path_factory.mktemp("shim") / "shim.so"
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-Wall", "-o", str(out), str(SHIM_SRC),
+                        "-ldl"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"building the shim failed:\n{r.stderr}"
+    # The workers map it at exec, as root; nothing reads it after the drop.
+    return out
+
+
+def fault_env(p, shim, spec):
+    """The environment that arms the shim for `pillar serve` or `pillar
+    deliver` of instance p; returns the mark file the shim creates when it
+    fires (in a directory the unprivileged workers can write)."""
+    d = p.base / "fault"
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o1777)
+    mark = d / "fired"
+    return mark, {
+        "LD_PRELOAD": str(shim),
+        "PILLAR_FAULT": spec,
+        "PILLAR_FAULT_ROOT": os.path.realpath(p.mail_root),
+        "PILLAR_FAULT_MARK": str(mark),
+    }
+
+
+def faulty(make_pillar, shim, spec, workers=1, **kw):
+    """A started instance (SMTP and LMTP, alice and bob) whose server runs
+    with the fault `spec`; returns (pillar, mark)."""
+    p = make_pillar(start=False, smtp=True, lmtp=True, workers=workers, **kw)
+    p.add_user(USER, PASSWORD)
+    p.add_user(BOB, BOB_PASSWORD)
+    mark, env = fault_env(p, shim, spec)
+    p.env.update(env)
+    p.start()
+    return p, mark
+
+
+def make_message(tag, n, size):
+    """A message with its own Message-ID whose body is a checksum pattern
+    of about `size` octets (CRLF line ends, as sent)."""
+    mid = f"{tag}-{n}@example.org"
+    line = hashlib.sha256(mid.encode()).hexdigest().encode()
+    body = b"".join(b"%06d " % i + line + b"\r\n" for i in range(max(1, size // 72)))
+    return mid, (f"From: <{SENDER}>\r\nTo: <{USER}>\r\nSubject: fault {n}\r\n"
+                 f"Message-ID: <{mid}>\r\n\r\n").encode() + body
+
+
+def message_id(stored: bytes) -> str:
+    m = re.search(rb"^Message-ID: <([^>]+)>$", stored, re.M)
+    assert m, f"stored message without Message-ID: {stored[:300]!r}"
+    return m.group(1).decode()
+
+
+def reconcile(p, sent, acked, address=USER):
+    """Every file in new/ is named with correct sizes, is one of the sent
+    messages, intact, and there only once; every acknowledged message is
+    there. Returns {message id: file name}."""
+    seen = {}
+    for name, data in p.check_names(address).items():
+        _, _, rest = split_trace(data)
+        mid = message_id(rest)
+        assert mid in sent, f"{name}: a message nobody sent ({mid})"
+        assert rest == lf(sent[mid]), f"{name}: message {mid} is not intact"
+        assert mid not in seen, f"{mid} stored twice: {seen[mid]} and {name}"
+        seen[mid] = name
+    lost = set(acked) - set(seen)
+    assert not lost, f"{len(lost)} acknowledged message(s) lost: {sorted(lost)[:5]}"
+    return seen
+
+
+def smtp_transaction(c, msg, rcpts=(USER,), lmtp=False):
+    """MAIL, RCPT..., DATA on an open session. Returns the list of final
+    replies (one, or one per accepted recipient under LMTP), or a 4xx reply
+    given before the data was sent, as a one-element list."""
+    r = c.cmd(f"MAIL FROM:<{SENDER}>")
+    if r.code != 250:
+        return [r]
+    accepted = 0
+    for a in rcpts:
+        r = c.cmd(f"RCPT TO:<{a}>")
+        if r.code != 250:
+            return [r]
+        accepted += 1
+    r = c.cmd("DATA")
+    if r.code != 354:
+        return [r]
+    c.send(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+    return c.replies(accepted if lmtp else 1, timeout=30)
+
+
+def assert_temporary(r):
+    assert r.code in (421, 451, 452) and r.enhanced and r.enhanced.startswith("4."), r
+
+
+def no_partial_files(p):
+    wait_for(lambda: not p.partial_files(), 10, "no files left in the spool or tmp/")
+
+
+def still_serving(p, sent, acked):
+    """A new SMTP delivery is taken and POP3 shows exactly what is stored."""
+    mid, msg = make_message("after", 0, 2000)
+    with SmtpConn(p.smtp_port) as c:
+        c.ehlo()
+        r = smtp_transaction(c, msg)
+        assert [x.code for x in r] == [250], r
+        c.expect("QUIT", 221)
+    sent[mid] = msg
+    acked = set(acked) | {mid}
+    seen = reconcile(p, sent, acked)
+    files = p.stored(USER)
+    with p.wait_unlocked(USER, PASSWORD) as c:
+        assert c.stat() == (len(files), sum(vsize(d) for d in files.values()))
+        c.ok("QUIT")
+    return seen
+
+
+# -- errors from system calls during SMTP delivery --------------------------------
+
+# (fault, how many of the messages must fail): a failing call fails exactly
+# the message it belongs to; EINTR and short writes are retried, and a
+# refused hard link falls back to a copy, so nothing fails at all.
+ERRNO_FAULTS = [
+    ("create:EMFILE", 1),          # creating the spool file
+    ("create:ENOSPC:after=3", 1),
+    ("write:ENOSPC", 1),           # the first write of the first message
+    ("write:EIO:after=4", 1),      # a write in the middle of the stream
+    ("write:EDQUOT:after=7", 1),
+    ("write:EINTR:times=3", 0),
+    ("write:short:times=6", 0),
+    ("fsync:EIO", 1),              # the spool file
+    ("fsync:EIO:after=2", 1),      # new/ after the rename: the entry is taken back
+    ("fsync:ENOSPC:after=5", 1),
+    ("link:ENOSPC", 1),            # spool -> tmp/
+    ("link:EDQUOT:after=2", 1),
+    ("link:EXDEV:times=100", 0),   # another file system: copied instead
+    ("rename:EDQUOT", 1),          # tmp/ -> new/
+    ("rename:ENOSPC:after=3", 1),
+    ("rename:EIO:after=2", 1),
+]
+
+
+@pytest.mark.parametrize("spec,failures", ERRNO_FAULTS, ids=[f for f, _ in ERRNO_FAULTS])
+def test_failing_call_during_smtp_delivery(make_pillar, shim, spec, failures):
+    p, mark = faulty(make_pillar, shim, spec)
+    sent, acked, refused = {}, set(), []
+    with SmtpConn(p.smtp_port) as c:
+        c.ehlo()
+        for n in range(4):
+            # Each message spans a few 64 KiB spool writes.
+            mid, msg = make_message("errno", n, 150_000)
+            sent[mid] = msg
+            replies = smtp_transaction(c, msg)
+            r = replies[0]
+            if r.code == 250:
+                acked.add(mid)
+            else:
+                assert_temporary(r)
+                refused.append(mid)
+        c.expect("QUIT", 221)
+    assert mark.exists(), "the fault never fired: the test tested nothing"
+    assert len(refused) == failures, (refused, p.log()[-2000:])
+    seen = reconcile(p, sent, acked)
+    assert not set(refused) & set(seen), "a message refused with 4xx was stored"
+    no_partial_files(p)
+    still_serving(p, sent, acked)
+    assert p.proc.poll() is None
+
+
+@pytest.mark.parametrize("spec", ["rename:EDQUOT:after=2", "link:ENOSPC:after=2",
+                                  "fsync:EIO:after=3"])
+def test_failing_call_fails_only_its_lmtp_recipient(make_pillar, shim, spec):
+    # The second recipient's commit fails: alice gets the message and her
+    # 250, bob a 4xx of his own (RFC 2033 §4.2), and bob's mailbox is empty.
+    p, mark = faulty(make_pillar, shim, spec)
+    mid, msg = make_message("lmtp", 1, 100_000)
+    with p.lmtp() as c:
+        c.ehlo(verb="LHLO")
+        replies = smtp_transaction(c, msg, rcpts=(USER, BOB), lmtp=True)
+        c.expect("QUIT", 221)
+    assert mark.exists(), "the fault never fired"
+    assert replies[0].code == 250, replies
+    assert_temporary(replies[1])
+    reconcile(p, {mid: msg}, {mid})
+    assert p.stored(BOB) == {}
+    no_partial_files(p)
+    still_serving(p, {mid: msg}, {mid})
+
+
+@pytest.mark.parametrize("spec", ["write:ENOSPC", "fsync:EIO", "rename:EDQUOT",
+                                  "link:EIO", "fsync:EIO:after=2"])
+def test_failing_call_in_pillar_deliver_exits_75(make_pillar, shim, spec):
+    # sysexits.h EX_TEMPFAIL: the MTA that called us keeps the message.
+    p = make_pillar(start=False)
+    p.add_user(USER, PASSWORD)
+    p.ensure_maildir(USER)
+    mark, env = fault_env(p, shim, spec)
+    mid, msg = make_message("deliver", 1, 100_000)
+    r = p.cli("deliver", "-f", SENDER, USER, input=lf(msg), check=False,
+              env={**os.environ, **env})
+    assert mark.exists(), f"the fault never fired: {r.stderr_text}"
+    assert r.returncode == 75, (r.returncode, r.stderr_text)
+    assert r.stderr_text.strip()
+    assert p.stored(USER) == {}
+    no_partial_files(p)
+    r = p.cli("deliver", "-f", SENDER, USER, input=lf(msg), check=False)
+    assert r.returncode == 0, r.stderr_text
+    reconcile(p, {mid: msg}, {mid})
+
+
+# -- SIGKILL at each system-call boundary of the delivery path --------------------
+
+# (fault, whether the message is in new/ afterwards). Before the rename into
+# new/ has happened the message must not be there; after it, it may be (it
+# was never acknowledged, so the sender retries: a duplicate is the lesser
+# harm), and if it is, it is whole.
+KILL_POINTS = [
+    ("create:kill", False),
+    ("create:kill-after", False),
+    ("write:kill", False),
+    ("write:kill-after:after=2", False),
+    ("fsync:kill", False),
+    ("fsync:kill-after", False),
+    ("link:kill", False),
+    ("link:kill-after", False),
+    ("rename:kill", False),
+    ("rename:kill-after", True),
+    ("fsync:kill:after=2", True),       # new/ renamed into, not yet synced
+    ("fsync:kill-after:after=2", True),  # durable; the 250 was never sent
+]
+
+
+@pytest.mark.parametrize("spec,stored", KILL_POINTS, ids=[k for k, _ in KILL_POINTS])
+def test_sigkill_at_each_step_of_a_delivery(make_pillar, shim, spec, stored):
+    # Two workers: the one that takes the connection dies, the other serves
+    # the next client while the master replaces it.
+    p, mark = faulty(make_pillar, shim, spec, workers=2)
+    workers = p.workers()
+    mid, msg = make_message("kill", 1, 150_000)
+    c = SmtpConn(p.smtp_port)
+    try:
+        c.ehlo()
+        try:
+            replies = smtp_transaction(c, msg)
+        except (Closed, OSError):
+            replies = None
+        assert replies is None, f"a reply from a killed worker: {replies}"
+    finally:
+        c.close()
+    assert mark.exists(), "the fault never fired"
+    dead = [w for w in workers if w not in p.workers()]
+    assert len(dead) == 1, (workers, p.workers())
+    seen = reconcile(p, {mid: msg}, set())
+    assert bool(seen) == stored, f"{spec}: message in new/ is {bool(seen)}, want {stored}"
+    still_serving(p, {mid: msg}, set(seen))
+    wait_for(lambda: len(p.workers()) == 2, 20, "the master to replace the killed worker")
+
+
+# -- POP3 UPDATE --------------------------------------------------------------------
+
+UPDATE_MESSAGES = 12
+DELETED = [2, 3, 5, 8, 9, 12]  # message numbers the session DELEs
+
+
+@pytest.mark.parametrize("spec", ["unlink:kill", "unlink:kill-after", "unlink:kill:after=3",
+                                  "unlink:kill-after:after=3", "unlink:kill:after=6",
+                                  "unlink:kill-after:after=6", "fsync:kill", "fsync:kill-after",
+                                  "unlink:EIO:after=4"])
+def test_fault_during_pop3_update(make_pillar, shim, spec):
+    # Only DELE'd messages may be missing afterwards, whatever happens at
+    # which unlink; a failed unlink is reported as -ERR [SYS/TEMP].
+    p, mark = faulty(make_pillar, shim, spec, workers=2)
+    msgs = []
+    for i in range(1, UPDATE_MESSAGES + 1):
+        data = f"Subject: update {i}\n\nbody {i}\n".encode()
+        msgs.append((p.deliver(USER, data), data))
+    with p.session(USER, PASSWORD) as c:
+        for n in DELETED:
+            c.ok(f"DELE {n}")
+        try:
+            reply = c.cmd("QUIT")
+        except (Closed, OSError):
+            reply = None
+    assert mark.exists(), "the fault never fired"
+    if "kill" in spec:
+        assert reply is None, f"QUIT answered by a killed worker: {reply}"
+    else:
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+    deleted = {msgs[n - 1][0] for n in DELETED}
+    kept = {u for u, _ in msgs} - deleted
+    on_disk = set(p.uniques_on_disk(USER))
+    assert kept <= on_disk, f"not DELE'd but gone: {sorted(kept - on_disk)}"
+    assert on_disk <= kept | deleted
+    if spec == "fsync:kill-after":
+        assert on_disk == kept
+    # The mailbox is free again (the lock died with the worker) and every
+    # remaining message is intact.
+    by_uid = dict(msgs)
+    with p.wait_unlocked(USER, PASSWORD) as c:
+        uidls = c.uidls()
+        assert sorted(u for _, u in uidls) == sorted(on_disk)
+        for n, u in uidls:
+            c.ok(f"RETR {n}")
+            assert c.multiline() == by_uid[u].split(b"\n")[:-1]
+        c.ok("QUIT")
