@@ -356,3 +356,224 @@ def test_fault_during_pop3_update(make_pillar, shim, spec):
             c.ok(f"RETR {n}")
             assert c.multiline() == by_uid[u].split(b"\n")[:-1]
         c.ok("QUIT")
+
+
+# -- the order of the system calls of one delivery --------------------------------
+
+
+class Trace:
+    """strace -f -yy output, one event per system call: its name, the text of
+    its arguments, and the line numbers where it started and ended (they
+    differ when another thread's call came in between)."""
+
+    LINE = re.compile(r"^(\d+) +(.*)$")
+    RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>(.*)$")
+    CALL = re.compile(r"^(\w+)\((.*)$")
+
+    def __init__(self, text):
+        self.events = []
+        pending = {}
+        for i, raw in enumerate(text.splitlines()):
+            m = self.LINE.match(raw)
+            if not m:
+                continue
+            pid, rest = m.group(1), m.group(2)
+            r = self.RESUMED.match(rest)
+            if r:
+                ev = pending.pop(pid, None)
+                if ev is not None and ev["name"] == r.group(1):
+                    ev["end"] = i
+                    ev["args"] += r.group(2)
+                continue
+            c = self.CALL.match(rest)
+            if not c:
+                continue  # signals, exits
+            ev = {"name": c.group(1), "args": c.group(2), "start": i, "end": i, "pid": pid}
+            if rest.endswith("<unfinished ...>"):
+                pending[pid] = ev
+            self.events.append(ev)
+
+    def find(self, names, pattern):
+        rx = re.compile(pattern)
+        return [e for e in self.events if e["name"] in names and rx.search(e["args"])]
+
+
+def test_delivery_system_call_order(make_pillar):
+    # The promise of DESIGN §4: 250 after DATA only once the message is on
+    # disk and fsync'ed. strace shows it: write the spool file, fsync it,
+    # link it into tmp/, rename into new/, fsync new/, and only then write
+    # the 250 to the client's socket.
+    strace = tool("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (Debian package strace)")
+    p = make_pillar(smtp=True, workers=1)
+    p.add_user(USER, PASSWORD)
+    worker = p.workers()[0]
+    out, err = p.base / "strace.out", p.base / "strace.err"
+    calls = ("openat,write,writev,sendto,sendmsg,fsync,fdatasync,link,linkat,rename,renameat,"
+             "renameat2,unlink,unlinkat")
+    with open(err, "wb") as errf:
+        st = subprocess.Popen([strace, "-f", "-yy", "-s", "80", "-e", f"trace={calls}",
+                               "-o", str(out), "-p", str(worker)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+    try:
+        wait_for(lambda: b"attached" in err.read_bytes() or st.poll() is not None, 20,
+                 "strace to attach to the worker")
+        assert st.poll() is None, err.read_text()
+        mid, msg = make_message("order", 1, 100_000)
+        with SmtpConn(p.smtp_port, timeout=30) as c:
+            c.ehlo()
+            replies = smtp_transaction(c, msg)
+            assert [r.code for r in replies] == [250], replies
+            c.expect("QUIT", 221)
+    finally:
+        st.send_signal(signal.SIGINT)  # detach; the worker goes on
+        try:
+            st.wait(20)
+        except subprocess.TimeoutExpired:
+            st.kill()
+            st.wait(5)
+    reconcile(p, {mid: msg}, {mid})
+    t = Trace(out.read_text(errors="replace"))
+    spool = r"/\.spool/[^>]+>"
+    writes = t.find(("write", "writev"), r"^\d+<[^>]*" + spool)
+    syncs = t.find(("fsync", "fdatasync"), r"^\d+<[^>]*" + spool)
+    links = t.find(("link", "linkat"), r'"tmp/')
+    renames = t.find(("rename", "renameat", "renameat2"), r'"tmp/[^"]+", .*"new/')
+    new_syncs = t.find(("fsync", "fdatasync"), r"^\d+<[^>]*/new>")
+    text = replies[0].lines[0].decode()
+    replies_out = t.find(("write", "writev", "sendto", "sendmsg"),
+                         r"<TCP[^>]*>.*" + re.escape('"250 ' + text[:20]))
+    for what, evs in (("spool writes", writes), ("spool fsync", syncs), ("link into tmp/", links),
+                      ("rename into new/", renames), ("fsync of new/", new_syncs),
+                      ("the 250 reply", replies_out)):
+        assert evs, f"no {what} in the trace:\n" + out.read_text(errors="replace")[-4000:]
+    assert len(syncs) == len(links) == len(renames) == len(new_syncs) == len(replies_out) == 1
+    steps = [("last write of the spool file", max(writes, key=lambda e: e["end"])),
+             ("fsync of the spool file", syncs[0]), ("link into tmp/", links[0]),
+             ("rename into new/", renames[0]), ("fsync of new/", new_syncs[0]),
+             ("250 on the socket", replies_out[0])]
+    for (a, ea), (b, eb) in zip(steps, steps[1:]):
+        assert ea["end"] < eb["start"], f"{b} began before {a} had returned"
+    # The rename moves the very name the link made, and it is the stored file.
+    tmp_name = re.search(r'"tmp/([^"]+)"', links[0]["args"]).group(1)
+    assert f'"tmp/{tmp_name}"' in renames[0]["args"]
+    assert any(n.startswith(tmp_name + ",") for n in p.stored(USER)), sorted(p.stored(USER))
+
+
+# -- SIGKILL under load ---------------------------------------------------------------
+
+KILLS = 200
+KILL_WORKERS = 12  # each killed when it is a second old: no restart backoff
+LOAD_CLIENTS = 8
+
+
+class LmtpLoad:
+    """LOAD_CLIENTS threads delivering to alice over LMTP without pause,
+    each reconnecting when its connection breaks. Records every message
+    sent and every one acknowledged with 250."""
+
+    def __init__(self, p):
+        self.p = p
+        self.lock = threading.Lock()
+        self.sent = {}
+        self.acked = set()
+        self.broken = 0
+        self.other = []
+        self.stop = threading.Event()
+
+    def run(self, k):
+        rng = random.Random(k)
+        seq = 0
+        while not self.stop.is_set():
+            try:
+                c = SmtpConn(self.p.lmtp_port, timeout=30)
+            except (OSError, Closed, TimeoutError, AssertionError):
+                self.stop.wait(0.01)  # only while no worker is accepting
+                continue
+            try:
+                c.ehlo(verb="LHLO")
+                while not self.stop.is_set():
+                    mid, msg = make_message(f"load{k}", seq, rng.choice((500, 4000, 30_000,
+                                                                          120_000)))
+                    seq += 1
+                    with self.lock:
+                        self.sent[mid] = msg
+                    c.send(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n"
+                           % (SENDER.encode(), USER.encode()))
+                    codes = [r.code for r in c.replies(3)]
+                    if codes != [250, 250, 354]:
+                        with self.lock:
+                            self.other.append((mid, codes))
+                        break
+                    c.send(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+                    r = c.reply(timeout=30)
+                    with self.lock:
+                        if r.code == 250:
+                            self.acked.add(mid)
+                        else:
+                            self.other.append((mid, r))
+                            break
+            except (Closed, OSError, TimeoutError):
+                with self.lock:
+                    self.broken += 1
+            except AssertionError as e:
+                with self.lock:
+                    self.other.append(("malformed", str(e)))
+            finally:
+                c.close()
+
+
+def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
+    p = make_pillar(lmtp=True, workers=KILL_WORKERS)
+    p.add_user(USER, PASSWORD)
+    load = LmtpLoad(p)
+    threads = [threading.Thread(target=load.run, args=(k,), daemon=True)
+               for k in range(LOAD_CLIENTS)]
+    for t in threads:
+        t.start()
+    rng = random.Random(2033)
+    born = {}
+    kills = 0
+    start = time.monotonic()
+    deadline = start + 90
+    try:
+        wait_for(lambda: len(load.acked) >= 20, 30, "the load to get going")
+        while kills < KILLS:
+            assert time.monotonic() < deadline, f"only {kills} kills in 90 s"
+            now = time.monotonic()
+            live = p.workers()
+            for pid in live:
+                born.setdefault(pid, now)
+            # A worker that dies younger than a second is restarted only
+            # after a back-off (crash-loop protection): kill older ones.
+            ripe = [pid for pid in live if now - born[pid] >= 1.0 + rng.random() * 0.3]
+            if not ripe:
+                time.sleep(0.02)
+                continue
+            os.kill(rng.choice(ripe), signal.SIGKILL)
+            kills += 1
+            time.sleep(rng.uniform(0.02, 0.08))
+        acked_at_last_kill = len(load.acked)
+        # The server is whole again and the load goes on.
+        wait_for(lambda: len(p.workers()) == KILL_WORKERS, 20, "the master to restart workers")
+        wait_for(lambda: len(load.acked) >= acked_at_last_kill + 20, 30,
+                 "deliveries to go on after the last kill")
+    finally:
+        load.stop.set()
+        for t in threads:
+            t.join(40)
+    elapsed = time.monotonic() - start
+    assert not any(t.is_alive() for t in threads), "a load thread hung"
+    assert p.proc.poll() is None, "the master died"
+    assert not load.other, load.other[:5]
+    seen = reconcile(p, load.sent, load.acked)
+    unacked_stored = len(set(seen) - load.acked)
+    print(f"{kills} kills in {elapsed:.1f}s; sent {len(load.sent)}, acknowledged "
+          f"{len(load.acked)}, stored {len(seen)} ({unacked_stored} stored but never "
+          f"acknowledged), sessions broken {load.broken}")
+    assert load.broken >= KILLS // 10, f"the kills broke only {load.broken} sessions"
+    files = p.stored(USER)
+    with p.wait_unlocked(USER, PASSWORD) as c:
+        assert c.stat() == (len(files), sum(vsize(d) for d in files.values()))
+        c.ok("QUIT")
