@@ -98,6 +98,17 @@ integration: test-deps pillar
 format:
 	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS)
 
+# make bench [BENCH_QUICK=1]: the same workloads against Pillar and Dovecot on
+# loopback, one table (bench/NOTES.md). As root; installs Dovecot if missing.
+.PHONY: bench
+build/bench/popload: bench/popload.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(shell pkg-config --cflags openssl libxcrypt) \
+		-o $@ $< $(shell pkg-config --libs openssl libxcrypt)
+
+bench: pillar build/bench/popload
+	/usr/bin/python3 bench/run
+
 # make install [PREFIX=/usr/local] [DESTDIR=/staging]: the program, the man
 # pages, the systemd unit (pointing at $(PREFIX)/sbin/pillar) and, in DOCDIR,
 # the example config and the fail2ban filter and jail. /etc is left alone:
