@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -68,6 +70,13 @@ static void admit(struct worker_listener *wl, int fd, const struct sockaddr *sa,
 	int counted = 1;
 
 	if (sa->sa_family != AF_UNIX) {
+		/* Replies end in a short write (the tail of a RETR, ".\r\n",
+		 * a one-line answer). With Nagle's algorithm that write waits
+		 * for the ACK of the previous one, which the client delays
+		 * (up to 40 ms) because it has nothing to send until the
+		 * reply is complete: one stall per command. */
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		uint8_t key[16];
 		net_peer_key(sa, key);
 		counted = iplimit_acquire(w->ipl, key, w->slot, w->env.cfg->max_connections_per_ip);
