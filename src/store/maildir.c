@@ -165,7 +165,12 @@ int maildir_msg_open(const struct maildir *md, size_t i, const char **error_r)
 		*error_r = "no such message";
 		return -1;
 	}
-	int fd = openat(md->dirfd, sub, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	/* The name was a regular file at the scan, but anyone who can write
+	 * the Maildir may have put something else there since: O_NOFOLLOW so
+	 * a symlink is not followed, O_NONBLOCK so a FIFO does not block the
+	 * worker in open(2) (it has no effect on reading a regular file), and
+	 * the S_ISREG check below for the rest. */
+	int fd = openat(md->dirfd, sub, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		*error_r = maildir_errno_str(sub);
 		return -1;

@@ -177,7 +177,9 @@ static int measure_and_rename(struct scan *sc, int dfd, struct maildir_msg *m)
 	}
 	memcpy(name, md->arena + m->name_off, name_len + 1);
 
-	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO put under the name since readdir must not block
+	 * the thread in open(2); S_ISREG is checked below. */
+	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ELOOP) {
 			m->skip = true;

@@ -341,3 +341,76 @@ def test_message_removed_behind_the_servers_back(mailbox):
         reply = c.cmd("QUIT")
         assert reply.startswith(b"+OK"), reply
     fresh_client_is_served(p, [msgs[0], msgs[2]])
+
+
+def test_zero_byte_and_oddly_named_files(alice):
+    # Files another program may leave in a Maildir: each is either skipped
+    # or served as the message it is; the session never breaks.
+    md = alice.ensure_maildir(USER)
+    plain = b"Subject: plain\n\nplain\n"
+    alice.deliver(USER, plain, unique="1700000001.M1P1.plain")
+    files = {
+        "new/1700000002.M1P1.zero": b"",                          # empty, no sizes
+        "cur/1700000003.M1P1.zero2,S=0,W=0:2,S": b"",              # empty, sized
+        "new/1700000004.M1P1.bad,S=abc,W=-1": b"Subject: b\n\nb\n",  # unparsable sizes
+        "new/1700000005 M1P1 spaces": b"Subject: s\n\ns\n",         # not a valid UIDL
+        "new/" + "1700000006." + "L" * 200: b"Subject: l\n\nl\n",   # over 70 characters
+        "new/1700000007.M1P1.info:2,": b"Subject: i\n\ni\n",         # info part in new/
+        "new/1700000008.M1P1.lie,S=3,W=3": b"Subject: lie\n\nmore than three octets\n",
+    }
+    for name, data in files.items():
+        (md / name).write_bytes(data)
+    (md / "new" / ",S=1,W=1").write_bytes(b"x")  # no unique part: not a message
+    os.mkfifo(md / "cur" / "1700000009.M1P1.fifo:2,")
+    st = os.stat(md)
+    for sub in ("new", "cur"):
+        for n in os.listdir(md / sub):
+            os.chown(md / sub / n, st.st_uid, st.st_gid)
+    expected = [plain] + list(files.values())  # name order
+    with alice.session(USER, PASSWORD) as c:
+        uidls = c.uidls()
+        assert len(uidls) == len(expected), uidls
+        assert len({u for _, u in uidls}) == len(uidls), "a UIDL twice"
+        for n, _ in uidls:
+            c.ok(f"RETR {n}")
+            got = c.multiline()
+            assert got == expected[n - 1].split(b"\n")[:-1], (n, got)
+        c.ok("QUIT")
+    # Served again, with the same UIDLs.
+    with alice.session(USER, PASSWORD) as c:
+        assert c.uidls() == uidls
+        c.ok("QUIT")
+
+
+def test_message_swapped_for_a_fifo_symlink_or_directory_after_login(mailbox):
+    # Between the scan at login and RETR someone puts something else under a
+    # message's name. A FIFO must not block the worker (every session on it
+    # would hang), a symlink is never followed, a directory is not a message.
+    p, msgs = mailbox
+    p.add_user("bob@example.test", "bob-Secret-2")
+    md = p.maildir(USER)
+    c = p.session(USER, PASSWORD)
+    try:
+        names = sorted(p.files(USER))
+        os.unlink(md / names[0])
+        os.mkfifo(md / names[0])
+        os.unlink(md / names[1])
+        os.symlink("/etc/passwd", md / names[1])
+        os.unlink(md / names[2])
+        os.mkdir(md / names[2])
+        for n in (1, 2, 3):
+            for cmd in (f"RETR {n}", f"TOP {n} 0"):
+                start = time.monotonic()
+                reply = c.cmd(cmd, timeout=10)
+                assert reply.startswith(b"-ERR"), (cmd, reply)
+                assert time.monotonic() - start < 5, f"{cmd} took {time.monotonic() - start:.1f}s"
+        c.ok("NOOP")
+        # Other sessions are served (on whichever worker they land).
+        for _ in range(3):
+            with p.session("bob@example.test", "bob-Secret-2") as b:
+                assert b.stat() == (0, 0)
+                b.ok("QUIT")
+        c.ok("QUIT")
+    finally:
+        c.close()
+    assert os.path.isfile("/etc/passwd") and (md / names[1]).is_symlink()
