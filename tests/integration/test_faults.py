@@ -25,7 +25,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -306,7 +305,6 @@ def test_sigkill_at_each_step_of_a_delivery(make_pillar, shim, spec, stored):
     seen = reconcile(p, {mid: msg}, set())
     assert bool(seen) == stored, f"{spec}: message in new/ is {bool(seen)}, want {stored}"
     still_serving(p, {mid: msg}, set(seen))
-    wait_for(lambda: len(p.workers()) == 2, 20, "the master to replace the killed worker")
 
 
 # -- POP3 UPDATE --------------------------------------------------------------------
@@ -464,7 +462,7 @@ def test_delivery_system_call_order(make_pillar):
 # -- SIGKILL under load ---------------------------------------------------------------
 
 KILLS = 200
-KILL_WORKERS = 12  # each killed when it is a second old: no restart backoff
+KILL_WORKERS = 16  # each killed when it is a second old: no restart backoff
 LOAD_CLIENTS = 8
 
 
@@ -495,7 +493,7 @@ class LmtpLoad:
                 c.ehlo(verb="LHLO")
                 while not self.stop.is_set():
                     mid, msg = make_message(f"load{k}", seq, rng.choice((500, 4000, 30_000,
-                                                                          120_000)))
+                                                                          100_000)))
                     seq += 1
                     with self.lock:
                         self.sent[mid] = msg
@@ -547,7 +545,7 @@ def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
                 born.setdefault(pid, now)
             # A worker that dies younger than a second is restarted only
             # after a back-off (crash-loop protection): kill older ones.
-            ripe = [pid for pid in live if now - born[pid] >= 1.0 + rng.random() * 0.3]
+            ripe = [pid for pid in live if now - born[pid] >= 1.0 + rng.random() * 0.1]
             if not ripe:
                 time.sleep(0.02)
                 continue
@@ -577,3 +575,64 @@ def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
     with p.wait_unlocked(USER, PASSWORD) as c:
         assert c.stat() == (len(files), sum(vsize(d) for d in files.values()))
         c.ok("QUIT")
+
+
+# -- what crashes leave behind ----------------------------------------------------------
+
+
+def test_stale_tmp_and_spool_files_are_swept_at_start(make_pillar):
+    # A delivery killed half-way leaves its file in tmp/ (or the spool).
+    # Worker 0 sweeps what is older than 36 hours (the Maildir convention)
+    # when it starts; newer files may belong to a delivery in progress and
+    # stay, as do directories, and nothing outside tmp/ and the spool is
+    # touched. Symlinks are removed, never followed.
+    p = make_pillar(start=False)
+    p.add_user(USER, PASSWORD)
+    p.add_user(BOB, BOB_PASSWORD)
+    now = time.time()
+    old, recent = now - 37 * 3600, now - 35 * 3600
+    st = os.stat(p.mail_root)
+    gone, kept = [], []
+
+    def put(path, when, kind="file"):
+        if kind == "file":
+            path.write_bytes(b"Subject: leftover\n\nhalf a mess")
+        elif kind == "dir":
+            path.mkdir()
+        else:
+            os.symlink("/etc/passwd", path)
+        os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
+        os.utime(path, (when, when), follow_symlinks=False)
+
+    for address in (USER, BOB):
+        md = p.ensure_maildir(address)
+        put(md / "tmp" / "1600000000.M1P1.old", old)
+        put(md / "tmp" / "1600000001.M1P1.oldlink", old, "symlink")
+        gone += [md / "tmp" / "1600000000.M1P1.old", md / "tmp" / "1600000001.M1P1.oldlink"]
+        put(md / "tmp" / "1600000002.M1P1.recent", recent)
+        put(md / "tmp" / "1600000003.M1P1.fresh", now)
+        put(md / "tmp" / "1600000004.M1P1.olddir", old, "dir")
+        kept += [md / "tmp" / n for n in ("1600000002.M1P1.recent", "1600000003.M1P1.fresh",
+                                          "1600000004.M1P1.olddir")]
+        p.deliver(address, b"Subject: old but delivered\n\nkeep me\n")
+        for f in p.files(address):
+            os.utime(md / f, (old, old))
+    spool = p.mail_root / ".spool"
+    spool.mkdir(mode=0o700, exist_ok=True)
+    os.chown(spool, st.st_uid, st.st_gid)
+    put(spool / "1600000005.M1P1.old", old)
+    put(spool / "1600000006.M1P1.fresh", now)
+    gone.append(spool / "1600000005.M1P1.old")
+    kept.append(spool / "1600000006.M1P1.fresh")
+    p.start()
+    wait_for(lambda: not any(os.path.lexists(f) for f in gone), 20,
+             "the sweep to remove the stale files")
+    wait_for(lambda: "event=cleanup" in p.log(), 10, "the sweep to log what it did")
+    assert re.search(r"event=cleanup removed=5\b", p.log()), p.log()[-1000:]
+    missing = [str(f) for f in kept if not os.path.lexists(f)]
+    assert not missing, f"removed, but not stale: {missing}"
+    assert os.path.isfile("/etc/passwd")
+    for address, password in ((USER, PASSWORD), (BOB, BOB_PASSWORD)):
+        with p.wait_unlocked(address, password) as c:
+            assert c.stat()[0] == 1, "a message in new/ was swept"
+            c.ok("QUIT")
