@@ -414,3 +414,44 @@ def test_message_swapped_for_a_fifo_symlink_or_directory_after_login(mailbox):
     finally:
         c.close()
     assert os.path.isfile("/etc/passwd") and (md / names[1]).is_symlink()
+
+
+def test_http_request_to_the_pop3_port(mailbox):
+    # A browser or a scanner: every line is refused, nothing is ever +OK
+    # after the greeting, and a request with a long body is cut off by the
+    # bad-command limit instead of being answered line by line forever.
+    p, msgs = mailbox
+    request = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1:110\r\nUser-Agent: scanner/1.0\r\n"
+               b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 99999\r\n\r\n"
+               + b"user=alice&pass=guess\r\n" * 200)
+    with p.conn() as c:
+        c.send(request)
+        out = c.read_to_eof(timeout=20)
+    lines = out.split(b"\r\n")
+    assert lines[-1] == b"" and all(l.startswith(b"-ERR") for l in lines[:-1]), lines[:5]
+    assert len(lines) - 1 < 100, f"{len(lines) - 1} replies: no bad-command limit"
+    fresh_client_is_served(p, msgs)
+
+
+@pytest.mark.parametrize("state", ["authorization", "transaction"])
+def test_bad_command_limit_ends_the_session(mailbox, state):
+    # A few bad commands are forgiven (test_unknown_commands_*); a stream of
+    # them ends the session with -ERR, and nothing DELE'd is deleted.
+    p, msgs = mailbox
+    c = p.conn() if state == "authorization" else p.session(USER, PASSWORD)
+    try:
+        if state == "transaction":
+            c.ok("DELE 1")
+        replies = []
+        for _ in range(100):
+            try:
+                replies.append(c.cmd("FROB"))
+            except (Closed, BrokenPipeError, ConnectionResetError):
+                break
+        assert 3 < len(replies) < 100, f"{len(replies)} bad commands answered"
+        assert all(r.startswith(b"-ERR") for r in replies), replies
+        assert b"too many" in replies[-1], replies[-1]
+        assert c.read_to_eof() == b""
+    finally:
+        c.close()
+    fresh_client_is_served(p, msgs)

@@ -243,3 +243,140 @@ def test_a_few_errors_do_not_end_the_session(mta):
         c.expect(f"RCPT TO:<{USER}>", 250)
         c.data(b"Subject: fine\r\n\r\nfine\r\n", 250)
     assert len(mta.stored(USER)) == 1
+
+
+# -- before EHLO, before the greeting ----------------------------------------------
+
+
+def fresh_delivery(p):
+    """A well-behaved client still gets its message delivered."""
+    before = len(p.stored(USER))
+    with p.smtp() as c:
+        c.ehlo()
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
+        c.expect("QUIT", 221)
+    assert len(p.stored(USER)) == before + 1
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_commands_before_the_greeting(mta, lmtp):
+    # A client that talks before the server has spoken (RFC 5321 §3.1 says
+    # it must wait) gets the greeting first, then its answers in order.
+    c = mta.lmtp(greet=False) if lmtp else mta.smtp(greet=False)
+    with c:
+        hello = b"LHLO" if lmtp else b"EHLO"
+        c.send(hello + b" early.example.org\r\nNOOP\r\nQUIT\r\n")
+        assert c.reply().code == 220
+        assert c.reply().code == 250
+        assert c.reply().code == 250
+        assert c.reply().code == 221
+        assert c.read_to_eof() == b""
+    fresh_delivery(mta)
+
+
+def test_pipelined_transaction_before_ehlo_runs_nothing(mta):
+    # Without EHLO/HELO, MAIL is refused, so RCPT and DATA are too, and the
+    # message that follows is read as (bad) commands, never as a message.
+    with mta.smtp() as c:
+        c.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{USER}>\r\nDATA\r\n".encode()
+               + b"Subject: sneaky\r\n\r\nbody\r\n.\r\nNOOP\r\n")
+        codes = [c.reply().code for _ in range(8)]
+        assert codes[:3] == [503, 503, 503], codes
+        assert all(x == 500 for x in codes[3:7]), codes
+        assert codes[7] == 250, codes
+    assert_nothing_stored(mta)
+    fresh_delivery(mta)
+
+
+# -- addresses --------------------------------------------------------------------------
+
+LONG_DOMAIN = ".".join(["d" * 60] * 5) + ".test"  # 309 octets: over 255
+
+
+@pytest.mark.parametrize("cmd,code,enhanced", [
+    ('RCPT TO:<"al ice"@example.test>', 550, "5.1.1"),        # quoted, unknown
+    ("RCPT TO:<" + "a" * 64 + "@example.test>", 550, "5.1.1"),  # 64: the limit
+    ("RCPT TO:<" + "a" * 65 + "@example.test>", 501, "5.1.3"),  # RFC 5321 §4.5.3.1.1
+    (f"RCPT TO:<alice@{LONG_DOMAIN}>", 501, "5.1.3"),          # §4.5.3.1.2
+    ("RCPT TO:<" + "a" * 60 + "@" + "b" * 200 + ".test>", 501, "5.1.3"),  # path over 256
+    (f"RCPT TO:<{USER}> FROB=1", 555, "5.5.4"),                # unknown parameter
+    (f"RCPT TO:<{USER}", 501, "5.1.3"),                        # unterminated
+    ("RCPT TO:<>", 501, "5.1.3"),
+    ("RCPT TO:<\u00e4lice@example.test>", 553, "5.6.7"),       # UTF-8 without SMTPUTF8
+    # With SMTPUTF8 (the MAIL below says so for bytes), UTF-8 that is
+    # truncated or not UTF-8 at all.
+    (b"RCPT TO:<al\xc3@example.test>", 501, "5.1.3"),
+    (b"RCPT TO:<al\xff\xfe@example.test>", 501, "5.1.3"),
+])
+def test_bad_recipient_addresses(mta, cmd, code, enhanced):
+    with mta.smtp() as c:
+        c.ehlo()
+        c.expect(f"MAIL FROM:<{SENDER}>" + (" SMTPUTF8" if isinstance(cmd, bytes) else ""), 250)
+        c.expect(cmd if isinstance(cmd, bytes) else cmd.encode(), code, enhanced)
+        # The transaction is intact: a good recipient still works.
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: after a bad address\r\n\r\nok\r\n", 250)
+    assert len(mta.stored(USER)) == 1
+    assert mta.stored(BOB) == {}
+
+
+@pytest.mark.parametrize("cmd,code,enhanced", [
+    ("MAIL FROM:<" + "s" * 65 + "@example.org>", 501, "5.1."),
+    (f"MAIL FROM:<{SENDER}> FROB=1", 555, "5.5.4"),
+    (f"MAIL FROM:<{SENDER}> BODY=9BIT", 501, "5.5.4"),
+    (f"MAIL FROM:<{SENDER}> SIZE=x", 501, "5.5.4"),
+    ("MAIL FROM:<\u00e4@example.org>", 553, "5.6.7"),
+    (b"MAIL FROM:<j\xc3@example.org> SMTPUTF8", 501, "5.1.7"),
+    (f"MAIL FROM:<{SENDER}", 501, "5.1.7"),
+])
+def test_bad_sender_addresses(mta, cmd, code, enhanced):
+    with mta.smtp() as c:
+        c.ehlo()
+        c.expect(cmd if isinstance(cmd, bytes) else cmd.encode(), code, enhanced)
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: after a bad sender\r\n\r\nok\r\n", 250)
+    assert len(mta.stored(USER)) == 1
+
+
+def test_quoted_local_part_and_source_route_reach_the_mailbox(mta):
+    # "alice"@ is alice@ (RFC 5321 §4.1.2: quoting that changes nothing);
+    # a source route is accepted and ignored (§4.1.1.3, Appendix C).
+    with mta.smtp() as c:
+        c.ehlo()
+        c.expect('MAIL FROM:<"john doe"@example.org>', 250)
+        c.expect('RCPT TO:<"alice"@example.test>', 250)
+        c.expect(f"RCPT TO:<@relay.example.org:{BOB}>", 250)
+        c.data(b"Subject: quoted\r\n\r\nquoted\r\n", 250)
+    assert len(mta.stored(USER)) == 1 and len(mta.stored(BOB)) == 1
+    return_path, _, _ = split_trace(mta.stored_list(USER)[0])
+    assert return_path == b'<"john doe"@example.org>'
+
+
+# -- the client goes away mid-message ---------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["data-close", "data-reset", "bdat-close", "lmtp-data-close"])
+def test_disconnect_in_the_middle_of_a_message_leaves_nothing(mta, how):
+    import socket
+
+    c = mta.lmtp() if how.startswith("lmtp") else mta.smtp()
+    c.ehlo(verb="LHLO" if how.startswith("lmtp") else "EHLO")
+    c.expect(f"MAIL FROM:<{SENDER}>", 250)
+    c.expect(f"RCPT TO:<{USER}>", 250)
+    c.expect(f"RCPT TO:<{BOB}>", 250)
+    half = b"Subject: half\r\n\r\n" + b"half a message line\r\n" * 20000
+    if how.startswith("bdat"):
+        c.send(b"BDAT 1000000\r\n" + half)
+    else:
+        c.expect("DATA", 354)
+        c.send(half)
+    # The server has the half message: it is spooled.
+    wait_for(lambda: mta.partial_files(), 20, "the half message to reach the spool")
+    if how.endswith("reset"):
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()
+    assert_nothing_stored(mta)
+    fresh_delivery(mta)
