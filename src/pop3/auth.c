@@ -109,6 +109,10 @@ void pop3_sasl_line(struct pop3_login *l, char *line, size_t len)
 	}
 	if (strlen(line) != len) { /* a NUL can never be base64 */
 		pop3_sasl_clear(l);
+		/* No line may run until the failure is answered: the reply
+		 * comes after the delay, and a command read meanwhile (a new
+		 * AUTH) would have its job running when the delay ends. */
+		conn_pause(l->conn);
 		pop3_login_failed(l, "");
 		return;
 	}
