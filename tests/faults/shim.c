@@ -54,9 +54,9 @@ static struct {
 	char mark[PATH_MAX];
 } fault;
 
-static long seen;   /* matching calls so far in this process */
-static long fired;  /* calls failed so far in this process */
-static bool spent;  /* another process fired it first */
+static long seen;  /* matching calls so far in this process */
+static long fired; /* calls failed so far in this process */
+static bool spent; /* another process fired it first */
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static int (*real_fsync)(int);
@@ -75,9 +75,8 @@ static const struct {
 	const char *name;
 	int err;
 } errnos[] = {
-    {"ENOSPC", ENOSPC}, {"EIO", EIO},     {"EDQUOT", EDQUOT}, {"EXDEV", EXDEV},
-    {"EMFILE", EMFILE}, {"EROFS", EROFS}, {"EFBIG", EFBIG},   {"ENOMEM", ENOMEM},
-    {"EPERM", EPERM},   {"EINTR", EINTR},
+    {"ENOSPC", ENOSPC}, {"EIO", EIO},     {"EDQUOT", EDQUOT}, {"EXDEV", EXDEV}, {"EMFILE", EMFILE},
+    {"EROFS", EROFS},   {"EFBIG", EFBIG}, {"ENOMEM", ENOMEM}, {"EPERM", EPERM}, {"EINTR", EINTR},
 };
 
 static void say(const char *fmt, ...)
@@ -88,7 +87,8 @@ static void say(const char *fmt, ...)
 	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	if (n > 0)
-		(void)syscall(SYS_write, 2, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+		(void)syscall(SYS_write, 2, buf,
+		              (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
 static enum call parse_call(const char *s, size_t n)
@@ -96,8 +96,8 @@ static enum call parse_call(const char *s, size_t n)
 	static const struct {
 		const char *name;
 		enum call call;
-	} calls[] = {{"write", C_WRITE},   {"fsync", C_FSYNC},   {"rename", C_RENAME},
-	             {"link", C_LINK},     {"unlink", C_UNLINK}, {"create", C_CREATE}};
+	} calls[] = {{"write", C_WRITE}, {"fsync", C_FSYNC},   {"rename", C_RENAME},
+	             {"link", C_LINK},   {"unlink", C_UNLINK}, {"create", C_CREATE}};
 	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
 		if (strlen(calls[i].name) == n && strncmp(s, calls[i].name, n) == 0)
 			return calls[i].call;
@@ -254,8 +254,8 @@ static int decide(enum call call, const char *path)
 	if (__atomic_load_n(&spent, __ATOMIC_SEQ_CST))
 		return -1;
 	say("fault shim: pid %d call %ld under the mail root: %s %s\n", (int)getpid(), n,
-	    fault.action == A_ERRNO ? strerror(fault.err)
-	    : fault.action == A_KILL ? "SIGKILL before"
+	    fault.action == A_ERRNO        ? strerror(fault.err)
+	    : fault.action == A_KILL       ? "SIGKILL before"
 	    : fault.action == A_KILL_AFTER ? "SIGKILL after"
 	                                   : "short write",
 	    path);
@@ -269,7 +269,8 @@ static int decide(enum call call, const char *path)
 ssize_t write(int fd, const void *buf, size_t len)
 {
 	char path[PATH_MAX];
-	int a = fault.call == C_WRITE && fd_path(fd, path, sizeof(path)) ? decide(C_WRITE, path) : -1;
+	int a =
+	    fault.call == C_WRITE && fd_path(fd, path, sizeof(path)) ? decide(C_WRITE, path) : -1;
 	if (a == A_ERRNO) {
 		errno = fault.err;
 		return -1;
@@ -285,7 +286,8 @@ ssize_t write(int fd, const void *buf, size_t len)
 static int sync_call(int fd, int (*real)(int))
 {
 	char path[PATH_MAX];
-	int a = fault.call == C_FSYNC && fd_path(fd, path, sizeof(path)) ? decide(C_FSYNC, path) : -1;
+	int a =
+	    fault.call == C_FSYNC && fd_path(fd, path, sizeof(path)) ? decide(C_FSYNC, path) : -1;
 	if (a == A_ERRNO) {
 		errno = fault.err;
 		return -1;

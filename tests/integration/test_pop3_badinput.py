@@ -331,8 +331,9 @@ def test_symlinks_and_other_non_messages_are_not_served(mailbox):
 def test_message_removed_behind_the_servers_back(mailbox):
     p, msgs = mailbox
     with p.session(USER, PASSWORD) as c:
+        assert len(c.list()) == 3
         gone = [f for f in p.files(USER) if msgs[1][0] in f][0]
-        os.unlink(p.maildir(USER) / gone)
+        os.unlink(p.maildir(USER) / gone)  # between LIST and RETR
         reply = c.cmd("RETR 2")
         assert reply.startswith(b"-ERR"), reply
         c.ok("RETR 1")
