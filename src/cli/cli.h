@@ -23,6 +23,8 @@ int cli_who(int argc, char **argv);
 int cli_kick(int argc, char **argv);
 int cli_reload(int argc, char **argv);
 int cli_stop(int argc, char **argv);
+int cli_directory(int argc, char **argv);
+int cli_migrate_directory(int argc, char **argv);
 
 /* "pillar: <message>\n" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

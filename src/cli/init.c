@@ -48,6 +48,7 @@
 
 static const char init_help[] =
     "usage: pillar init DIR [--demo] [--run-as USER] [--hostname NAME]\n"
+    "                       [--directory postgresql://...]\n"
     "\n"
     "Make a ready-to-run instance in DIR: DIR/pillar.conf (every setting\n"
     "documented), the directory database DIR/directory.db and the mail root\n"
@@ -60,18 +61,22 @@ static const char init_help[] =
     "                       \"pillar\", created when missing)\n"
     "      --hostname NAME  host name for greetings and Received: headers\n"
     "                       (default: the system's)\n"
+    "      --directory URL  keep the directory in this PostgreSQL database\n"
+    "                       (its tables are created) instead of directory.db\n"
     "  -h, --help           show this help\n";
 
 struct init_opts {
 	const char *dir;
 	const char *run_as;
 	const char *hostname;
+	const char *directory; /* NULL: sqlite */
 	bool demo;
 };
 
 /* ---- the config file ---- */
 
-static void write_config(FILE *f, const char *state_dir, const char *run_as, const char *hostname)
+static void write_config(FILE *f, const char *state_dir, const char *run_as, const char *hostname,
+                         const char *directory)
 {
 	fprintf(f,
 	        "# Pillar configuration. `key = value`, '#' starts a comment. Keys marked\n"
@@ -86,10 +91,11 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "# mail_root = %s/mail\n"
 	        "\n"
 	        "# Who may log in: \"sqlite\" (<state_dir>/directory.db) or a postgresql:// URL.\n"
-	        "# directory = sqlite\n"
+	        "%s%s\n"
 	        "\n"
 	        "# Name used in greetings, Received: headers and Maildir file names.\n",
-	        state_dir, state_dir);
+	        state_dir, state_dir, directory != NULL ? "directory = " : "# directory = ",
+	        directory != NULL ? directory : "sqlite");
 	if (hostname != NULL)
 		fprintf(f, "hostname = %s\n", hostname);
 	else
@@ -409,7 +415,7 @@ static int pick_run_as(const char *wanted, char **user_r, uid_t *uid_r, gid_t *g
 /* ---- the command ---- */
 
 static int write_config_file(const char *path, const char *state_dir, const char *run_as,
-                             const char *hostname)
+                             const char *hostname, const char *directory)
 {
 	int fd;
 	FILE *f;
@@ -426,7 +432,7 @@ static int write_config_file(const char *path, const char *state_dir, const char
 		close(fd);
 		return -1;
 	}
-	write_config(f, state_dir, run_as, hostname);
+	write_config(f, state_dir, run_as, hostname, directory);
 	ok = fflush(f) == 0 && fsync(fd) == 0;
 	ok = fclose(f) == 0 && ok;
 	return ok ? 0 : -1;
@@ -464,11 +470,9 @@ static void cleanup(const char *state_dir, bool mail_existed)
 static int parse_args(int argc, char **argv, struct init_opts *o)
 {
 	static const struct option opts[] = {
-	    {"demo", no_argument, NULL, 'd'},
-	    {"run-as", required_argument, NULL, 'u'},
-	    {"hostname", required_argument, NULL, 'H'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"demo", no_argument, NULL, 'd'},           {"run-as", required_argument, NULL, 'u'},
+	    {"hostname", required_argument, NULL, 'H'}, {"directory", required_argument, NULL, 'D'},
+	    {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
 	};
 	int c;
 
@@ -484,6 +488,13 @@ static int parse_args(int argc, char **argv, struct init_opts *o)
 			break;
 		case 'H':
 			o->hostname = optarg;
+			break;
+		case 'D':
+			if (strncmp(optarg, "postgresql://", 13) != 0 &&
+			    strncmp(optarg, "postgres://", 11) != 0)
+				return cli_usage_err("init",
+				                     "--directory must be a postgresql:// URL");
+			o->directory = optarg;
 			break;
 		case 'h':
 			fputs(init_help, stdout);
@@ -576,8 +587,8 @@ int cli_init(int argc, char **argv)
 	conf = xasprintf("%s/pillar.conf", state_dir);
 	conf_tmp = xasprintf("%s/.pillar.conf.new", state_dir);
 	mail_existed = exists(state_dir, "mail");
-	if (write_config_file(conf_tmp, state_dir, run_as, o.hostname != NULL ? hostname : NULL) <
-	    0) {
+	if (write_config_file(conf_tmp, state_dir, run_as, o.hostname != NULL ? hostname : NULL,
+	                      o.directory) < 0) {
 		cli_err("cannot write %s: %s", conf_tmp, strerror(errno));
 		status = EX_CANTCREAT;
 		goto fail_cleanup;

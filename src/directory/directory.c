@@ -65,10 +65,9 @@ int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const ch
 	*dir_r = NULL;
 	if (strcmp(cfg->directory, "sqlite") == 0)
 		backend = &dir_sqlite_backend;
-	else if (is_postgresql(cfg->directory)) {
-		*error_r = "postgresql directory not supported yet";
-		return -1;
-	} else {
+	else if (is_postgresql(cfg->directory))
+		backend = &dir_pg_backend;
+	else {
 		*error_r = "directory: must be 'sqlite' or a postgresql:// URL";
 		return -1;
 	}

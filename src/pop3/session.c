@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "core/util.h"
+#include "directory/lock.h"
 #include "net/conn.h"
 #include "pop3/internal.h"
 #include "pop3/stuff.h"
@@ -43,7 +44,8 @@ struct pop3_session {
 	struct conn *conn;
 	struct maildir *md;
 	int lock_fd;
-	bool *deleted; /* per message, until QUIT */
+	struct dir_session_lock *dir_lock; /* across servers; NULL with SQLite */
+	bool *deleted;                     /* per message, until QUIT */
 	size_t ndeleted;
 	uint64_t deleted_octets;
 
@@ -69,6 +71,18 @@ struct pop3_session {
 	char user[DIR_ADDRESS_MAX + 1];
 };
 
+/* Releasing the lock across servers is a query: on the pool. */
+static void session_unlock_work(void *arg)
+{
+	struct dir_session_lock *lock = arg;
+	dir_session_unlock(&lock);
+}
+
+static void session_unlock_done(void *arg)
+{
+	(void)arg;
+}
+
 static void session_free(struct pop3_session *s)
 {
 	env_client_remove(s->env, &s->node);
@@ -78,6 +92,8 @@ static void session_free(struct pop3_session *s)
 	/* Closing the lock file releases the mailbox for the next session. */
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
+	if (s->dir_lock != NULL)
+		pool_submit(s->env->pool, session_unlock_work, session_unlock_done, s->dir_lock);
 	free(s->deleted);
 	free(s->path);
 	free(s);
@@ -264,8 +280,13 @@ static void session_open_work(void *arg)
 	s->open_result = maildir_lock(s->path, &s->lock_fd, &s->open_error);
 	if (s->open_result != 0)
 		return;
-	if (maildir_open(s->path, &s->md, &s->open_error) < 0) {
+	/* Sessions of other servers sharing the mail store (DESIGN §7). */
+	s->open_result = dir_session_lock(s->env->cfg, s->user, &s->dir_lock, &s->open_error);
+	if (s->open_result == 0 && maildir_open(s->path, &s->md, &s->open_error) < 0) {
 		s->open_result = -1;
+		dir_session_unlock(&s->dir_lock);
+	}
+	if (s->open_result != 0) {
 		close(s->lock_fd);
 		s->lock_fd = -1;
 	}

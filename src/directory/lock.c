@@ -1,0 +1,226 @@
+/* The POP3 session lock in PostgreSQL. See lock.h.
+ *
+ * One connection per process, guarded by a mutex, holds every advisory
+ * lock the process's sessions have taken (session-level locks belong to
+ * the connection that took them). A lock is pg_try_advisory_lock on a
+ * bigint derived from the mailbox address, so the lock never waits: a
+ * mailbox in use is answered at once, as the flock answers it. */
+#include "directory/lock.h"
+
+#include "core/config.h"
+#include "core/util.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* After a failed connect, callers within this many seconds get the same
+ * error at once instead of each waiting for a connect of its own. */
+#define LOCK_RETRY_SECONDS 1
+
+struct dir_session_lock {
+	int64_t key;
+	bool held; /* taken on the current connection */
+	struct dir_session_lock *prev, *next;
+};
+
+static struct {
+	pthread_mutex_t mutex;
+	PGconn *conn;
+	pid_t pid;                      /* the process conn belongs to */
+	time_t failed_at;               /* of the last failed connect */
+	char failed[256];               /* its error */
+	struct dir_session_lock *locks; /* every live lock of this process */
+} lk = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+
+static __thread char lock_err[320];
+
+/* "<prefix><libpq's message on one line>" into this thread's buffer. */
+static int lock_fail(const char *prefix, const char *detail, const char **error_r)
+{
+	char msg[256];
+	size_t len;
+
+	snprintf(msg, sizeof(msg), "%s", detail != NULL && detail[0] != '\0' ? detail : "");
+	len = strlen(msg);
+	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+		msg[--len] = '\0';
+	for (char *p = msg; *p != '\0'; p++) {
+		if (*p == '\n')
+			*p = ' ';
+	}
+	snprintf(lock_err, sizeof(lock_err), "%s%s", prefix, msg);
+	*error_r = lock_err;
+	return -1;
+}
+
+static bool is_postgresql(const char *directory)
+{
+	return strncmp(directory, "postgresql://", strlen("postgresql://")) == 0 ||
+	       strncmp(directory, "postgres://", strlen("postgres://")) == 0;
+}
+
+/* The advisory lock key of a mailbox: the first 8 bytes of SHA-256 of its
+ * address. A collision would only make two mailboxes exclude each other. */
+static int64_t lock_key(const char *address)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	uint64_t k = 0;
+
+	if (EVP_Digest(address, strlen(address), md, &len, EVP_sha256(), NULL) != 1 || len < 8)
+		abort();
+	for (int i = 0; i < 8; i++)
+		k = k << 8 | md[i];
+	return (int64_t)k;
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+/* One statement on the lock connection: "t" or "f" into *result_r. */
+static int lock_query(const char *sql, int64_t key, bool *result_r)
+{
+	char k[24];
+	const char *values[1] = {k};
+	PGresult *res;
+	bool ok;
+
+	snprintf(k, sizeof(k), "%" PRId64, key);
+	res = PQexecParams(lk.conn, sql, 1, NULL, values, NULL, NULL, 0);
+	ok = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	if (ok)
+		*result_r = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ok ? 0 : -1;
+}
+
+/* A working connection in lk.conn, or -1. A new connection takes again
+ * the locks that the old one held (they went with it). Mutex held. */
+static int lock_connect(const struct config *cfg, const char **error_r)
+{
+	const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+	const char *const values[] = {"5", "pillar-lock", cfg->directory, NULL};
+	time_t now = time(NULL);
+
+	if (lk.conn != NULL && lk.pid != getpid()) {
+		/* Inherited over fork: the parent's. Finishing it would end
+		 * the parent's session; leave it, and its locks, alone. */
+		lk.conn = NULL;
+		lk.locks = NULL;
+	}
+	/* A connection the server ended while idle (a restart: a FATAL
+	 * message, then EOF) is noticed by libpq only when it reads. An idle
+	 * connection has nothing to read: anything there means it is gone. */
+	if (lk.conn != NULL && PQstatus(lk.conn) == CONNECTION_OK) {
+		struct pollfd pfd = {.fd = PQsocket(lk.conn), .events = POLLIN};
+
+		if (pfd.fd >= 0 && poll(&pfd, 1, 0) == 0)
+			return 0;
+	}
+	if (lk.conn == NULL && lk.failed_at != 0 && now - lk.failed_at < LOCK_RETRY_SECONDS)
+		return lock_fail("session lock: cannot connect to PostgreSQL: ", lk.failed,
+		                 error_r);
+	if (lk.conn != NULL) {
+		PQfinish(lk.conn);
+		lk.conn = NULL;
+	}
+	lk.conn = PQconnectdbParams(keys, values, 1);
+	lk.pid = getpid();
+	if (lk.conn == NULL || PQstatus(lk.conn) != CONNECTION_OK) {
+		snprintf(lk.failed, sizeof(lk.failed), "%s",
+		         lk.conn != NULL ? PQerrorMessage(lk.conn) : "out of memory");
+		lk.failed_at = now;
+		PQfinish(lk.conn);
+		lk.conn = NULL;
+		return lock_fail("session lock: cannot connect to PostgreSQL: ", lk.failed,
+		                 error_r);
+	}
+	lk.failed_at = 0;
+	PQsetNoticeProcessor(lk.conn, ignore_notice, NULL);
+	/* The sessions still open keep their mailboxes: take their locks
+	 * again. One that another server took meanwhile stays marked not
+	 * held, so its unlock does not release the other's. */
+	for (struct dir_session_lock *l = lk.locks; l != NULL; l = l->next) {
+		bool taken = false;
+
+		if (lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken) < 0)
+			return lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
+		l->held = taken;
+	}
+	return 0;
+}
+
+int dir_session_lock(const struct config *cfg, const char *address,
+                     struct dir_session_lock **lock_r, const char **error_r)
+{
+	struct dir_session_lock *l;
+	bool taken = false;
+	int r;
+
+	*lock_r = NULL;
+	if (!is_postgresql(cfg->directory))
+		return 0;
+	l = xcalloc(1, sizeof(*l));
+	l->key = lock_key(address);
+	pthread_mutex_lock(&lk.mutex);
+	r = lock_connect(cfg, error_r);
+	if (r == 0 && lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken) < 0) {
+		/* The connection broke since its last use (PostgreSQL was
+		 * restarted): connect again, once, and retry. */
+		r = lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
+		if (PQstatus(lk.conn) != CONNECTION_OK && lock_connect(cfg, error_r) == 0) {
+			r = lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken);
+			if (r < 0)
+				lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
+		}
+	}
+	if (r == 0 && taken) {
+		l->held = true;
+		l->next = lk.locks;
+		if (lk.locks != NULL)
+			lk.locks->prev = l;
+		lk.locks = l;
+	}
+	pthread_mutex_unlock(&lk.mutex);
+	if (r < 0 || !taken) {
+		free(l);
+		return r < 0 ? -1 : 1;
+	}
+	*lock_r = l;
+	return 0;
+}
+
+void dir_session_unlock(struct dir_session_lock **lockp)
+{
+	struct dir_session_lock *l = *lockp;
+	bool released;
+
+	if (l == NULL)
+		return;
+	*lockp = NULL;
+	pthread_mutex_lock(&lk.mutex);
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else if (lk.locks == l)
+		lk.locks = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	/* On a broken connection the lock went with it: nothing to do. */
+	if (l->held && lk.conn != NULL && lk.pid == getpid() && PQstatus(lk.conn) == CONNECTION_OK)
+		lock_query("SELECT pg_advisory_unlock($1::bigint)", l->key, &released);
+	pthread_mutex_unlock(&lk.mutex);
+	free(l);
+}
