@@ -90,6 +90,7 @@ struct opts {
 	double lmtp_rate;
 	int lmtp_clients;
 	double hold_s;
+	const char *dir;
 	bool verbose;
 };
 
@@ -103,6 +104,7 @@ static struct opts opt = {
     .lmtp_rate = 100,
     .lmtp_clients = 2,
     .hold_s = 60,
+    .dir = "/tmp",
 };
 
 /* ---- small helpers ---- */
@@ -1453,6 +1455,39 @@ static double limit_crypt(double seconds)
 	return (double)n / (t - t0);
 }
 
+/* Durable small writes per second in `dir`, one after another: write 10 KB
+ * to a new file, fsync it, rename it, fsync the directory (what a Maildir
+ * delivery must do). Deliveries/s per connection cannot beat this unless
+ * fsyncs are shared between deliveries. */
+static double limit_fsync(const char *dir, double seconds)
+{
+	static char buf[10240];
+	char tmp[PATH_MAX], dst[PATH_MAX];
+	memset(buf, 'x', sizeof(buf));
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		die("limits: %s: %s", dir, strerror(errno));
+	long n = 0;
+	double t0 = now_s(), t;
+	while ((t = now_s()) - t0 < seconds && n < 100000) {
+		snprintf(tmp, sizeof(tmp), "%s/popload-fsync.tmp", dir);
+		snprintf(dst, sizeof(dst), "%s/popload-fsync.%ld", dir, n % 2);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf) || fsync(fd) < 0)
+			die("limits: %s: %s", tmp, strerror(errno));
+		close(fd);
+		if (rename(tmp, dst) < 0 || fsync(dfd) < 0)
+			die("limits: %s: %s", dst, strerror(errno));
+		n++;
+	}
+	for (int i = 0; i < 2; i++) {
+		snprintf(dst, sizeof(dst), "%s/popload-fsync.%d", dir, i);
+		unlink(dst);
+	}
+	close(dfd);
+	return (double)n / (t - t0);
+}
+
 /* ---- main ---- */
 
 static void usage(void)
@@ -1468,7 +1503,8 @@ static void usage(void)
 	      "  smtp      deliver messages over SMTP; messages/s\n"
 	      "  mixed     POP3 clients (login, UIDL, RETR+DELE each, QUIT) while LMTP\n"
 	      "            delivers at --lmtp-rate; sessions/s and p99 latency\n"
-	      "  limits    loopback TCP throughput, memcpy bandwidth, sha512-crypt rate\n"
+	      "  limits    loopback TCP throughput, memcpy bandwidth, sha512-crypt rate,\n"
+	      "            fsync'ed 10 KB file creations per second in --dir\n"
 	      "\n"
 	      "Options:\n"
 	      "  --host ADDR        loopback address of the server (127.0.0.1)\n"
@@ -1484,6 +1520,7 @@ static void usage(void)
 	      "  --lmtp-rate N      mixed: messages/s offered over LMTP (100)\n"
 	      "  --lmtp-clients N   mixed: LMTP connections (2)\n"
 	      "  --hold SEC         idle: hold at most this long after READY (60)\n"
+	      "  --dir DIR          limits: where to time fsyncs (/tmp)\n"
 	      "  -v, --verbose\n",
 	      stderr);
 	exit(2);
@@ -1498,7 +1535,7 @@ static void parse_args(int argc, char **argv)
 	    {"time", required_argument, NULL, 't'},       {"rcpts", required_argument, NULL, 'r'},
 	    {"size", required_argument, NULL, 's'},       {"lmtp-port", required_argument, NULL, 'L'},
 	    {"lmtp-rate", required_argument, NULL, 'R'},  {"lmtp-clients", required_argument, NULL, 'C'},
-	    {"hold", required_argument, NULL, 'h'},
+	    {"hold", required_argument, NULL, 'h'},       {"dir", required_argument, NULL, 'd'},
 	    {"verbose", no_argument, NULL, 'v'},          {NULL, 0, NULL, 0},
 	};
 	if (argc < 2)
@@ -1529,6 +1566,7 @@ static void parse_args(int argc, char **argv)
 		case 'R': opt.lmtp_rate = parse_double("lmtp-rate", optarg, 0.1, 100000); break;
 		case 'C': opt.lmtp_clients = (int)parse_long("lmtp-clients", optarg, 1, 1000); break;
 		case 'h': opt.hold_s = parse_double("hold", optarg, 0, TIME_MAX_S); break;
+		case 'd': opt.dir = optarg; break;
 		case 'v': opt.verbose = true; break;
 		default: usage();
 		}
@@ -1571,10 +1609,11 @@ int main(int argc, char **argv)
 		double tcp = limit_tcp(2.0);
 		double mem = limit_memcpy(1.0);
 		double cr = limit_crypt(1.0);
+		double fs = limit_fsync(opt.dir, 1.0);
 		long cores = sysconf(_SC_NPROCESSORS_ONLN);
 		printf("RESULT mode=limits tcp_mbps=%.1f memcpy_mbps=%.1f crypt6_per_s_core=%.1f "
-		       "cores=%ld\n",
-		       tcp, mem, cr, cores);
+		       "fsync_per_s=%.1f cores=%ld\n",
+		       tcp, mem, cr, fs, cores);
 		return 0;
 	}
 
