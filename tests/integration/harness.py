@@ -473,7 +473,8 @@ def shared_cert():
     """One certificate made once per test run (making RSA keys takes time),
     copied into each instance that wants TLS. Returns (cert_path, key_path)."""
     global _shared_cert
-    if _shared_cert is None:
+    # Made again if something removed it meanwhile (a cleanup of /tmp).
+    if _shared_cert is None or not all(Path(f).exists() for f in _shared_cert):
         import atexit
 
         d = Path(tempfile.mkdtemp(prefix="pillar-it-cert-"))
@@ -599,6 +600,12 @@ class Pillar:
         # Ports chosen here may be re-chosen when one turns out to be taken.
         self.own_ports = "pop3_listen" not in settings
         self.lmtp_path = str(base / "lmtp.sock") if lmtp in ("unix", "both") else None
+        # PILLAR_TEST_DIRECTORY=postgresql: every instance keeps its
+        # directory in a database of its own (pgcluster.py).
+        if os.environ.get("PILLAR_TEST_DIRECTORY") == "postgresql" and "--directory" not in init_args:
+            from pgcluster import shared_cluster
+
+            init_args = (*init_args, "--directory", shared_cluster().new_url())
         r = subprocess.run(
             [PILLAR_BIN, "init", str(self.dir), *init_args],
             capture_output=True,
