@@ -101,10 +101,10 @@ format:
 # make bench [BENCH_QUICK=1]: the same workloads against Pillar and Dovecot on
 # loopback, one table (bench/NOTES.md). As root; installs Dovecot if missing.
 .PHONY: bench
-build/bench/popload: bench/popload.c
+build/bench/popload: $(wildcard bench/popload/*.c) bench/popload/popload.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(shell pkg-config --cflags openssl libxcrypt) \
-		-o $@ $< $(shell pkg-config --libs openssl libxcrypt)
+		-o $@ $(filter %.c,$^) $(shell pkg-config --libs openssl libxcrypt)
 
 bench: pillar build/bench/popload
 	/usr/bin/python3 bench/run
