@@ -12,17 +12,14 @@ Skipped when PostgreSQL's server programs are not installed (Debian
 package `postgresql`).
 """
 
-import glob
 import json
 import os
 import poplib
 import re
-import shutil
 import signal
 import smtplib
 import sqlite3
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,88 +34,16 @@ from harness import (
     BOB,
     BOB_PASSWORD,
     Conn,
+    PILLAR_BIN,
     free_port,
-    is_root,
     set_key,
     wait_for,
 )
-
-
-def pg_bindir():
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
+from pgcluster import Cluster, pg_bindir
 
 
 BINDIR = pg_bindir()
 pytestmark = pytest.mark.skipif(BINDIR is None, reason="PostgreSQL server not installed")
-
-
-class Cluster:
-    """A PostgreSQL cluster of our own: trust authentication for the role
-    `pillar`, loopback only, its socket in its own directory."""
-
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="pillar-pg-"))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.log = self.dir / "postgresql.log"
-        self.ndb = 0
-        # initdb refuses to run as root: then the cluster is postgres's.
-        self.as_user = "postgres" if is_root() else None
-        if self.as_user:
-            shutil.chown(self.dir, self.as_user)
-        self.run_pg("initdb", "-D", self.data, "-U", "pillar", "--auth=trust", "-E", "UTF8",
-                    "--no-sync")
-        self.start()
-
-    def run_pg(self, prog, *args, check=True, timeout=120):
-        cmd = [str(BINDIR / prog), *[str(a) for a in args]]
-        if self.as_user:
-            cmd = ["runuser", "-u", self.as_user, "--", *cmd]
-        r = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
-                           cwd=self.dir)
-        if check:
-            assert r.returncode == 0, f"{prog} failed: {r.stdout.decode()} {r.stderr.decode()}"
-        return r
-
-    def pg_ctl(self, action, *extra):
-        opts = f"-k {self.dir} -c listen_addresses=127.0.0.1 -p {self.port} -c fsync=off"
-        self.run_pg("pg_ctl", "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60",
-                    *extra, action)
-
-    def start(self):
-        self.pg_ctl("start")
-
-    def stop(self):
-        self.pg_ctl("stop", "-m", "fast")
-
-    def restart(self):
-        self.pg_ctl("restart", "-m", "fast")
-
-    def url(self, db):
-        return f"postgresql://pillar@127.0.0.1:{self.port}/{db}"
-
-    def psql(self, db, sql):
-        """Run SQL; the rows as lists of strings."""
-        r = subprocess.run(["psql", "-X", "-qAt", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-                            self.url(db), "-c", sql],
-                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, f"psql failed: {r.stderr.decode()}"
-        return [l.split("\t") for l in r.stdout.decode().splitlines()]
-
-    def new_database(self):
-        self.ndb += 1
-        name = f"pillar_{self.ndb}"
-        self.psql("postgres", f"CREATE DATABASE {name}")
-        return name
-
-    def destroy(self):
-        try:
-            self.stop()
-        except AssertionError:
-            pass
-        if not os.environ.get("PILLAR_KEEP_TMP"):
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -529,3 +454,17 @@ def test_migrate_directory_refuses_bad_arguments(make_pillar, db):
     r = inst.cli("migrate-directory", "--from", "sqlite", "--to",
                  f"postgresql://pillar@127.0.0.1:{free_port()}/x", check=False)
     assert r.returncode == 69 and "cannot connect to PostgreSQL" in r.stderr_text, r.stderr_text
+
+
+@pytest.mark.parametrize("unit", ["test_directory", "test_dir_secrets"])
+def test_directory_unit_tests_pass_on_postgresql(cluster, unit):
+    """The directory's unit tests (tests/unit/), run on a PostgreSQL
+    database instead of SQLite: the same behaviour, error strings and all."""
+    binary = Path(PILLAR_BIN).resolve().parent / "tests" / unit
+    if not binary.exists():
+        pytest.skip(f"{binary} not built (make unit)")
+    r = subprocess.run([str(binary)], capture_output=True, timeout=300,
+                       env={**os.environ, "PILLAR_TEST_DIRECTORY": cluster.url(cluster.new_database())})
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0, out
+    assert "PASSED" in out and "FAILED" not in out, out
