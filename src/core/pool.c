@@ -34,7 +34,7 @@ struct job_queue {
 struct pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct job_queue todo, finished;
+	struct job_queue todo, slow, finished;
 	bool stopping;
 	unsigned pending;
 	int efd;
@@ -64,14 +64,30 @@ static struct job *queue_pop(struct job_queue *q)
 	return j;
 }
 
-static void *pool_thread(void *arg)
-{
-	struct pool *pool = arg;
+struct pool_thread_arg {
+	struct pool *pool;
+	bool quick_only; /* never runs slow jobs */
+};
 
+static struct job *next_job(struct pool *pool, bool quick_only)
+{
+	struct job *j = queue_pop(&pool->todo);
+	if (j == NULL && !quick_only)
+		j = queue_pop(&pool->slow);
+	return j;
+}
+
+static void *pool_thread(void *argp)
+{
+	struct pool_thread_arg *arg = argp;
+	struct pool *pool = arg->pool;
+	bool quick_only = arg->quick_only;
+
+	free(arg);
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct job *j;
-		while ((j = queue_pop(&pool->todo)) == NULL && !pool->stopping)
+		while ((j = next_job(pool, quick_only)) == NULL && !pool->stopping)
 			pthread_cond_wait(&pool->cond, &pool->lock);
 		if (j == NULL)
 			break;
@@ -134,7 +150,10 @@ struct pool *pool_new(struct event_base *base, unsigned threads)
 	pool->ev = event_new(base, pool->efd, EV_READ | EV_PERSIST, pool_wakeup, pool);
 	event_add(pool->ev, NULL);
 	for (unsigned i = 0; i < threads; i++) {
-		int err = pthread_create(&pool->threads[i], NULL, pool_thread, pool);
+		struct pool_thread_arg *arg = xmalloc(sizeof(*arg));
+		arg->pool = pool;
+		arg->quick_only = i == 0 && threads > 1;
+		int err = pthread_create(&pool->threads[i], NULL, pool_thread, arg);
 		if (err != 0)
 			fatal("pool: pthread_create: errno=%d", err);
 		pool->nthreads++;
@@ -142,7 +161,8 @@ struct pool *pool_new(struct event_base *base, unsigned threads)
 	return pool;
 }
 
-void pool_submit(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg), void *arg)
+static void submit(struct pool *pool, struct job_queue *q, void (*work)(void *arg),
+                   void (*done)(void *arg), void *arg)
 {
 	struct job *j = xmalloc(sizeof(*j));
 
@@ -151,9 +171,21 @@ void pool_submit(struct pool *pool, void (*work)(void *arg), void (*done)(void *
 	j->arg = arg;
 	pool->pending++;
 	pthread_mutex_lock(&pool->lock);
-	queue_push(&pool->todo, j);
-	pthread_cond_signal(&pool->cond);
+	queue_push(q, j);
+	/* Wake them all: the one woken must be allowed to take this job. */
+	pthread_cond_broadcast(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void pool_submit(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg), void *arg)
+{
+	submit(pool, &pool->todo, work, done, arg);
+}
+
+void pool_submit_slow(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg),
+                      void *arg)
+{
+	submit(pool, &pool->slow, work, done, arg);
 }
 
 unsigned pool_pending(const struct pool *pool)

@@ -19,6 +19,13 @@ void pool_free(struct pool **pool);
 
 void pool_submit(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg), void *arg);
 
+/* The same for CPU-heavy work (password hashing). Such jobs wait in a
+ * queue of their own, and one thread of the pool never takes them, so a
+ * burst of logins never delays directory lookups, mailbox scans and fsyncs
+ * that sessions already logged in are waiting for. */
+void pool_submit_slow(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg),
+                      void *arg);
+
 /* Jobs queued or running. */
 unsigned pool_pending(const struct pool *pool);
 

@@ -20,6 +20,8 @@
 
 /* Refill long replies when queued output falls to this. */
 #define CONN_OUTPUT_LOW (64 * 1024)
+/* Octets handed to the kernel (or to TLS) per write. */
+#define CONN_MAX_SINGLE_WRITE (256 * 1024)
 /* A closing connection gets this long to flush its last reply. */
 #define CONN_FLUSH_TIMEOUT_S 10
 
@@ -217,6 +219,9 @@ static void conn_setup_bev(struct conn *c)
 	bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_MAX_READAHEAD);
 	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
+	/* libevent writes 16 KiB per call by default: one writev per loop
+	 * iteration would cap a RETR far below what the socket takes. */
+	bufferevent_set_max_single_write(c->bev, CONN_MAX_SINGLE_WRITE);
 	if (c->tls) /* clients that just close without close_notify are normal */
 		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
 }

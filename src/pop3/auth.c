@@ -96,7 +96,7 @@ static void sasl_next(struct pop3_login *l, const char *in)
 	l->sasl_in = in != NULL ? xstrdup(in) : NULL;
 	l->busy = true;
 	conn_pause(l->conn);
-	pool_submit(l->env->pool, sasl_work, sasl_done, l);
+	pool_submit_slow(l->env->pool, sasl_work, sasl_done, l);
 }
 
 void pop3_sasl_line(struct pop3_login *l, char *line, size_t len)

@@ -242,7 +242,7 @@ int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd)
 	apop_request_init(l->apop, l->env->cfg, cmd->argv[0], l->apop_ts, cmd->argv[1]);
 	l->busy = true;
 	conn_pause(l->conn);
-	pool_submit(l->env->pool, apop_work, apop_done, l);
+	pool_submit_slow(l->env->pool, apop_work, apop_done, l);
 	return 0;
 }
 
@@ -436,6 +436,6 @@ int pop3_login_pass(struct pop3_login *l, const struct pop3_cmd *cmd)
 	auth_request_init(l->req, l->env->cfg, l->user, cmd->argv[0]);
 	l->busy = true;
 	conn_pause(l->conn);
-	pool_submit(l->env->pool, login_auth_work, login_auth_done, l);
+	pool_submit_slow(l->env->pool, login_auth_work, login_auth_done, l);
 	return 0;
 }

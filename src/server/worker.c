@@ -177,7 +177,9 @@ int worker_main(const struct worker_params *p)
 		fatal("worker %u: event_base_new failed", index);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned threads = ncpu > 0 ? (unsigned)ncpu / (cfg->workers ? cfg->workers : 1) : 1;
-	w.env.pool = pool_new(w.env.base, threads < 2 ? 2 : threads);
+	/* Enough threads to keep the cores hashing, plus one that only does
+	 * quick work (lookups, scans, fsyncs): see pool_submit_slow. */
+	w.env.pool = pool_new(w.env.base, (threads < 2 ? 2 : threads) + 1);
 
 	signal(SIGPIPE, SIG_IGN);
 	w.sig_term = evsignal_new(w.env.base, SIGTERM, signal_cb, &w);

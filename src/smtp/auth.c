@@ -165,7 +165,7 @@ static void sasl_next(struct smtp_session *s, const char *in)
 	s->sasl_in = in != NULL ? xstrdup(in) : NULL;
 	s->busy = true;
 	conn_pause(s->conn);
-	pool_submit(s->env->pool, sasl_work, sasl_done, s);
+	pool_submit_slow(s->env->pool, sasl_work, sasl_done, s);
 }
 
 void smtp_sasl_line(struct smtp_session *s, char *line, size_t len)
