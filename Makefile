@@ -13,7 +13,7 @@ SANITIZE ?= 0
 BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libpq-dev libcrypt-dev libssl-dev libgsasl-dev
 # postfix is only for its smtp-source and for a private instance the tests
 # start themselves; debconf is told not to configure a system mail server.
-TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl swaks postfix iproute2 postgresql
+TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl swaks postfix iproute2 strace postgresql
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
