@@ -87,7 +87,19 @@ test: test-deps pillar $(UNIT_BINS)
 	for t in $(UNIT_BINS); do $$t || status=1; done; \
 	echo "== integration tests"; \
 	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1; \
+	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "== POP3, SMTP and LMTP integration tests with a PostgreSQL directory"; \
+	  PILLAR_TEST_DIRECTORY=postgresql PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PG_SUITE) || status=1; \
+	fi; \
 	exit $$status
+
+# The protocol suites again with `directory = postgresql://...` (a cluster
+# the tests start, tests/integration/pgcluster.py); the one test that looks
+# at directory.db itself is left out.
+PG_SUITE := $(wildcard tests/integration/test_pop3_*.py tests/integration/test_smtp_*.py) \
+	    tests/integration/test_lmtp.py tests/integration/test_deliver.py tests/integration/test_auth.py \
+	    --deselect tests/integration/test_pop3_session.py::test_state_owned_by_run_as_account
+
 
 unit: test-deps $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
