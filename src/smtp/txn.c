@@ -22,6 +22,7 @@ struct rcpt_job {
 	struct smtp_mailbox rcpt;
 	int rc; /* -1: the directory failed */
 	const char *error;
+	char error_buf[256]; /* error copied out of a connection that is dropped */
 	enum dir_rcpt_result result;
 	bool full; /* a target mailbox is at its quota */
 	char full_address[DIR_ADDRESS_MAX + 1];
@@ -61,6 +62,9 @@ static void rcpt_work(void *arg)
 			snprintf(address, sizeof(address), "postmaster@%s", first);
 	}
 	if (dir_rcpt_resolve(dir, address, &job->result, &job->found, &job->error) < 0) {
+		/* The message lives in the connection that is about to go. */
+		snprintf(job->error_buf, sizeof(job->error_buf), "%s", job->error);
+		job->error = job->error_buf;
 		dir_thread_drop();
 		job->rc = -1;
 		return;
@@ -238,7 +242,7 @@ static void rcpt_reply(struct smtp_session *s, const struct smtp_rcpt *r, char *
 		 * (and is refused at RCPT if it is really gone), so nothing
 		 * bounces on a race. */
 		snprintf(out, size, "450 4.2.1 <%s> mailbox is being changed, try again later",
-			 r->address);
+		         r->address);
 	else
 		snprintf(out, size, "250 2.0.0 <%s> delivered as %s.%u", r->address, s->sid,
 		         s->messages);

@@ -93,7 +93,9 @@ def pop3_login(port, user, password):
             p.close()
         except OSError:
             pass
-        return None, e.args[0]
+        err = e.args[0]
+        # poplib gives its own complaints (a dropped connection) as str.
+        return None, err if isinstance(err, bytes) else err.encode()
     return p, None
 
 
