@@ -151,3 +151,129 @@ uninstall:
 
 clean:
 	rm -rf build pillar
+
+# ---- fuzzing (libFuzzer) ----
+#
+#   make fuzz                       build every fuzz/fuzz_<name>.c and run each
+#                                   for FUZZ_SECONDS on a copy of its seed corpus
+#   make fuzz FUZZ_SECONDS=20 FUZZERS="pop3_parse smtp_data"
+#   make fuzz-build                 only build them (build/fuzz/fuzz_<name>)
+#
+# The targets and the project's objects are built with clang, ASan and UBSan
+# in build/fuzz; the objects get -fsanitize=fuzzer-no-link so libFuzzer sees
+# their coverage. Compiler warnings are shown but not fatal here: the release
+# build (gcc, -Werror) is the one that judges them. A crash, leak, timeout or
+# OOM fails the run; the input is kept in build/fuzz/run/<name>/, the log in
+# build/fuzz/run/<name>/log. See fuzz/README.md.
+FUZZ_PKGS    := clang libclang-rt-dev llvm
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build/fuzz
+FUZZ_CC      := clang
+FUZZERS      ?= $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(filter-out -Werror,$(WARN)) -O1 -g $(FUZZ_SAN) -Isrc \
+		$(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
+FUZZ_OBJS    := $(filter-out $(FUZZ_BUILD)/cli/main.o,$(SRCS:src/%.c=$(FUZZ_BUILD)/%.o)) \
+		$(patsubst fuzz/%.c,$(FUZZ_BUILD)/fuzz/%.o,$(filter-out fuzz/fuzz_%.c,$(wildcard fuzz/*.c)))
+FUZZ_BINS    := $(FUZZERS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_FLAGS   := -timeout=5 -rss_limit_mb=2048 -close_fd_mask=2 -print_final_stats=1
+
+.PHONY: fuzz fuzz-build fuzz-deps
+
+fuzz-deps: deps
+	@missing=""; for p in $(FUZZ_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(FUZZ_BUILD)/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz/%.o: fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+# An archive, so each target links only the objects it uses.
+$(FUZZ_BUILD)/libpillar-fuzz.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libpillar-fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Ifuzz -MMD -MP -o $@ $< \
+		$(FUZZ_BUILD)/libpillar-fuzz.a $(LIBS) -pthread
+
+-include $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)
+
+fuzz-build: fuzz-deps $(FUZZ_BINS)
+
+# Each target runs on a copy of its seed corpus, so what it finds never
+# grows the committed corpus.
+fuzz: fuzz-build
+	@status=0; for t in $(FUZZERS); do \
+	  run=$(FUZZ_BUILD)/run/$$t; rm -rf $$run; mkdir -p $$run/corpus; \
+	  if [ -d fuzz/corpus/$$t ]; then cp -R fuzz/corpus/$$t/. $$run/corpus/; fi; \
+	  dict=""; if [ -f fuzz/$$t.dict ]; then dict="-dict=fuzz/$$t.dict"; fi; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  if UBSAN_OPTIONS=$${UBSAN_OPTIONS:-print_stacktrace=1} \
+	     $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	       -artifact_prefix=$$run/ $$dict $$run/corpus >$$run/log 2>&1; then \
+	    grep -E '^(#[0-9]+|Done )' $$run/log | tail -n 2 | sed 's/^/   /'; \
+	  else \
+	    status=1; tail -n 80 $$run/log; \
+	    echo "FAILED: fuzz $$t; input and log in $$run/"; \
+	  fi; \
+	done; exit $$status
+
+# ---- coverage ----
+#
+#   make coverage     line coverage of src/ from the unit and integration tests
+#
+# clang's source-based coverage: everything is built in build/cov with
+# -fprofile-instr-generate -fcoverage-mapping (warnings not fatal, as for the
+# fuzz build), the unit tests and the integration tests (against
+# build/cov/pillar) run with LLVM_PROFILE_FILE pointing into build/cov/prof,
+# and llvm-cov reports per file and in total; an HTML report goes to
+# build/cov/html. Profiles are merged as they are written, into a pool of 8
+# files per binary (%8m; one file per process would be overwritten when PIDs
+# wrap around). pillar's pool files are made first and world-writable:
+# processes that dropped to run_as must merge into them too, and their
+# "cannot write profile" line on stderr would fail the CLI tests. Processes
+# that end with _exit or a signal (a daemonizing parent, a SIGKILL test)
+# write no profile, so their lines count as not covered. Exits non-zero if a
+# test failed.
+COV_BUILD     := build/cov
+COV_FLAGS     := -O0 -g -fprofile-instr-generate -fcoverage-mapping
+COV_UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(COV_BUILD)/tests/%)
+COV_OBJECTS   := $(COV_BUILD)/pillar $(addprefix -object ,$(COV_UNIT_BINS))
+
+.PHONY: coverage
+coverage: fuzz-deps test-deps
+	$(MAKE) --no-print-directory BUILD=$(COV_BUILD) CC=$(FUZZ_CC) SANITIZE=0 \
+		CFLAGS="$(COV_FLAGS)" LDFLAGS=-fprofile-instr-generate \
+		WARN="$(filter-out -Werror,$(WARN))" $(COV_BUILD)/pillar $(COV_UNIT_BINS)
+	@rm -rf $(COV_BUILD)/prof $(COV_BUILD)/html; mkdir -p $(COV_BUILD)/prof; \
+	chmod 1777 $(COV_BUILD)/prof; \
+	export LLVM_PROFILE_FILE=$(CURDIR)/$(COV_BUILD)/prof/%8m.profraw; status=0; \
+	$(COV_BUILD)/pillar help >/dev/null 2>&1; \
+	for f in $(COV_BUILD)/prof/*_*.profraw; do \
+	  for i in 0 1 2 3 4 5 6 7; do touch $${f%_*}_$$i.profraw; done; \
+	done; \
+	chmod 0666 $(COV_BUILD)/prof/*.profraw; \
+	echo "== unit tests"; \
+	for t in $(COV_UNIT_BINS); do $$t >/dev/null 2>&1 || { echo "FAILED: $$t"; status=1; }; done; \
+	echo "== integration tests"; \
+	PILLAR_BIN=$(CURDIR)/$(COV_BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		tests/integration $(PYTEST_ARGS) || status=1; \
+	llvm-profdata merge -sparse $(COV_BUILD)/prof/*.profraw -o $(COV_BUILD)/pillar.profdata \
+		|| exit 1; \
+	llvm-cov show -format=html -output-dir=$(COV_BUILD)/html \
+		-instr-profile=$(COV_BUILD)/pillar.profdata $(COV_OBJECTS) src/ >/dev/null; \
+	echo "== line coverage of src/ (HTML: $(COV_BUILD)/html/index.html)"; \
+	llvm-cov report -show-region-summary=false -show-branch-summary=false \
+		-ignore-filename-regex='\.h$$' -instr-profile=$(COV_BUILD)/pillar.profdata \
+		$(COV_OBJECTS) src/; \
+	exit $$status
