@@ -133,7 +133,8 @@ static bool log_admit(enum log_class cls, uint64_t *suppressed_r)
 	return ok;
 }
 
-static void log_emit(enum log_level level, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void log_emit(enum log_level level, const char *fmt,
+                                                           va_list ap)
 {
 	char line[LOG_LINE_MAX];
 	size_t len = 0;
@@ -190,7 +191,8 @@ static void log_emitf(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void log_vmsg(enum log_level level, enum log_class cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void log_vmsg(enum log_level level, enum log_class cls,
+                                                           const char *fmt, va_list ap)
 {
 	uint64_t suppressed = 0;
 
