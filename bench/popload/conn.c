@@ -84,8 +84,8 @@ static void ep_update(struct conn *c)
 	c->in_epoll_out = want_out;
 }
 
-struct conn *conn_new(enum role role, int slot, const struct sockaddr_storage *to,
-                             socklen_t tolen, bool tls)
+struct conn *conn_new(enum role role, int slot, const struct sockaddr_storage *to, socklen_t tolen,
+                      bool tls)
 {
 	struct conn *c = xcalloc(1, sizeof(*c));
 	bool bulk = role == ROLE_DELIVER || opt.mode == MODE_RETR || opt.mode == MODE_MIXED ||
@@ -196,7 +196,8 @@ int conn_flush(struct conn *c)
 		size_t n = c->out_len - c->out_off;
 		ssize_t w;
 		if (c->ssl != NULL) {
-			int r = SSL_write(c->ssl, c->out + c->out_off, n > INT_MAX ? INT_MAX : (int)n);
+			int r =
+			    SSL_write(c->ssl, c->out + c->out_off, n > INT_MAX ? INT_MAX : (int)n);
 			if (r <= 0) {
 				int e = SSL_get_error(c->ssl, r);
 				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
@@ -219,7 +220,6 @@ int conn_flush(struct conn *c)
 	ep_update(c);
 	return 0;
 }
-
 
 /* ---- the event loop ---- */
 
@@ -283,7 +283,8 @@ static int conn_read(struct conn *c)
 		ssize_t r;
 		size_t room = c->in_cap - c->in_len;
 		if (c->ssl != NULL) {
-			int k = SSL_read(c->ssl, c->in + c->in_len, room > INT_MAX ? INT_MAX : (int)room);
+			int k = SSL_read(c->ssl, c->in + c->in_len,
+			                 room > INT_MAX ? INT_MAX : (int)room);
 			if (k <= 0) {
 				int e = SSL_get_error(c->ssl, k);
 				if (e == SSL_ERROR_WANT_READ)
@@ -397,7 +398,8 @@ void run_loop(void (*tick)(void))
 		double t = now_s();
 		if (t >= t_hard) {
 			if (open_conns > 0)
-				fprintf(stderr, "popload: hard time limit: %d connections still open\n",
+				fprintf(stderr,
+				        "popload: hard time limit: %d connections still open\n",
 				        open_conns);
 			break;
 		}
@@ -431,4 +433,3 @@ void run_loop(void (*tick)(void))
 		reap_dead();
 	}
 }
-

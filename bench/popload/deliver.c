@@ -112,8 +112,8 @@ void dlv_reply(struct conn *c, const char *line, size_t len)
 	}
 bad:
 	if (st_dlv.errors < 5 || opt.verbose)
-		fprintf(stderr, "popload: delivery step %d: %.*s\n", c->step, (int)(len > 200 ? 200 : len),
-		        line);
+		fprintf(stderr, "popload: delivery step %d: %.*s\n", c->step,
+		        (int)(len > 200 ? 200 : len), line);
 	{
 		int slot = c->slot;
 		conn_close(c, false);
@@ -201,4 +201,3 @@ void build_message(long size)
 	msg_id_off = id_off;
 	free(msg);
 }
-

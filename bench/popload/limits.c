@@ -134,4 +134,3 @@ double limit_fsync(const char *dir, double seconds)
 	close(dfd);
 	return (double)n / (t - t0);
 }
-

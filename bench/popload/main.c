@@ -15,7 +15,6 @@
 const char *const mode_names[] = {"login", "retr", "stat100k", "idle",
                                   "lmtp",  "smtp", "mixed",    "limits"};
 
-
 struct opts opt = {
     .host = "127.0.0.1",
     .clients = 1,
@@ -90,7 +89,8 @@ static void run_idle(void)
 		    "mailbox",
 		    idle_target, nusers);
 	if (conn_watch_stdin() < 0)
-		fprintf(stderr, "popload: stdin not pollable: holding for --hold %gs\n", opt.hold_s);
+		fprintf(stderr, "popload: stdin not pollable: holding for --hold %gs\n",
+		        opt.hold_s);
 	run_loop(idle_tick);
 }
 
@@ -125,7 +125,6 @@ static void run_mixed(void)
 		pop3_start_session(i);
 	run_loop(mixed_tick);
 }
-
 
 /* ---- main ---- */
 
@@ -168,14 +167,22 @@ static void usage(void)
 static void parse_args(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"host", required_argument, NULL, 'H'},       {"port", required_argument, NULL, 'p'},
-	    {"tls", no_argument, NULL, 'T'},              {"users", required_argument, NULL, 'u'},
-	    {"clients", required_argument, NULL, 'c'},    {"count", required_argument, NULL, 'n'},
-	    {"time", required_argument, NULL, 't'},       {"rcpts", required_argument, NULL, 'r'},
-	    {"size", required_argument, NULL, 's'},       {"lmtp-port", required_argument, NULL, 'L'},
-	    {"lmtp-rate", required_argument, NULL, 'R'},  {"lmtp-clients", required_argument, NULL, 'C'},
-	    {"hold", required_argument, NULL, 'h'},       {"dir", required_argument, NULL, 'd'},
-	    {"verbose", no_argument, NULL, 'v'},          {NULL, 0, NULL, 0},
+	    {"host", required_argument, NULL, 'H'},
+	    {"port", required_argument, NULL, 'p'},
+	    {"tls", no_argument, NULL, 'T'},
+	    {"users", required_argument, NULL, 'u'},
+	    {"clients", required_argument, NULL, 'c'},
+	    {"count", required_argument, NULL, 'n'},
+	    {"time", required_argument, NULL, 't'},
+	    {"rcpts", required_argument, NULL, 'r'},
+	    {"size", required_argument, NULL, 's'},
+	    {"lmtp-port", required_argument, NULL, 'L'},
+	    {"lmtp-rate", required_argument, NULL, 'R'},
+	    {"lmtp-clients", required_argument, NULL, 'C'},
+	    {"hold", required_argument, NULL, 'h'},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {NULL, 0, NULL, 0},
 	};
 	if (argc < 2)
 		usage();
@@ -192,22 +199,53 @@ static void parse_args(int argc, char **argv)
 	int ch;
 	while ((ch = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 'H': opt.host = optarg; break;
-		case 'p': opt.port = (int)parse_long("port", optarg, 1, 65535); break;
-		case 'T': opt.tls = true; break;
-		case 'u': opt.users_file = optarg; break;
-		case 'c': opt.clients = (int)parse_long("clients", optarg, 1, CLIENTS_MAX); break;
-		case 'n': opt.count = parse_long("count", optarg, 1, COUNT_MAX); break;
-		case 't': opt.time_s = parse_double("time", optarg, 0.1, TIME_MAX_S); break;
-		case 'r': opt.rcpts = (int)parse_long("rcpts", optarg, 1, RCPTS_MAX); break;
-		case 's': opt.size = parse_long("size", optarg, 256, MSG_SIZE_MAX); break;
-		case 'L': opt.lmtp_port = (int)parse_long("lmtp-port", optarg, 1, 65535); break;
-		case 'R': opt.lmtp_rate = parse_double("lmtp-rate", optarg, 0.1, 100000); break;
-		case 'C': opt.lmtp_clients = (int)parse_long("lmtp-clients", optarg, 1, 1000); break;
-		case 'h': opt.hold_s = parse_double("hold", optarg, 0, TIME_MAX_S); break;
-		case 'd': opt.dir = optarg; break;
-		case 'v': opt.verbose = true; break;
-		default: usage();
+		case 'H':
+			opt.host = optarg;
+			break;
+		case 'p':
+			opt.port = (int)parse_long("port", optarg, 1, 65535);
+			break;
+		case 'T':
+			opt.tls = true;
+			break;
+		case 'u':
+			opt.users_file = optarg;
+			break;
+		case 'c':
+			opt.clients = (int)parse_long("clients", optarg, 1, CLIENTS_MAX);
+			break;
+		case 'n':
+			opt.count = parse_long("count", optarg, 1, COUNT_MAX);
+			break;
+		case 't':
+			opt.time_s = parse_double("time", optarg, 0.1, TIME_MAX_S);
+			break;
+		case 'r':
+			opt.rcpts = (int)parse_long("rcpts", optarg, 1, RCPTS_MAX);
+			break;
+		case 's':
+			opt.size = parse_long("size", optarg, 256, MSG_SIZE_MAX);
+			break;
+		case 'L':
+			opt.lmtp_port = (int)parse_long("lmtp-port", optarg, 1, 65535);
+			break;
+		case 'R':
+			opt.lmtp_rate = parse_double("lmtp-rate", optarg, 0.1, 100000);
+			break;
+		case 'C':
+			opt.lmtp_clients = (int)parse_long("lmtp-clients", optarg, 1, 1000);
+			break;
+		case 'h':
+			opt.hold_s = parse_double("hold", optarg, 0, TIME_MAX_S);
+			break;
+		case 'd':
+			opt.dir = optarg;
+			break;
+		case 'v':
+			opt.verbose = true;
+			break;
+		default:
+			usage();
 		}
 	}
 	if (optind != argc)

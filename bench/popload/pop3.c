@@ -198,7 +198,8 @@ void pop3_reply(struct conn *c, const char *line, size_t len)
 	if (!ok && c->step != P_EOF) {
 		if (opt.verbose || st.errors < 5)
 			fprintf(stderr, "popload: step %d user %s: %.*s\n", c->step,
-			        c->user ? c->user->address : "-", (int)(len > 200 ? 200 : len), line);
+			        c->user ? c->user->address : "-", (int)(len > 200 ? 200 : len),
+			        line);
 		pop3_session_end(c, false);
 		return;
 	}
@@ -337,4 +338,3 @@ long pop3_body_lines(struct conn *c, const char *p, size_t n)
 	}
 	return (long)used;
 }
-

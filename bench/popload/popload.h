@@ -51,13 +51,21 @@
  * not sampled. */
 #define SAMPLES_MAX (4 * 1024 * 1024)
 /* Messages a retr session will track sizes for. */
-#define MSGS_MAX 10000000u
+#define MSGS_MAX   10000000u
 #define EVENTS_MAX 512
-
 
 /* ---- options (main.c) ---- */
 
-enum mode { MODE_LOGIN, MODE_RETR, MODE_STAT100K, MODE_IDLE, MODE_LMTP, MODE_SMTP, MODE_MIXED, MODE_LIMITS };
+enum mode {
+	MODE_LOGIN,
+	MODE_RETR,
+	MODE_STAT100K,
+	MODE_IDLE,
+	MODE_LMTP,
+	MODE_SMTP,
+	MODE_MIXED,
+	MODE_LIMITS
+};
 
 struct opts {
 	enum mode mode;
@@ -92,12 +100,12 @@ extern struct user *users;
 extern size_t nusers;
 
 struct stats {
-	long started;   /* sessions (or messages) begun */
-	long done;      /* finished successfully */
-	long errors;    /* failed: bad reply, refused, reset */
-	long messages;  /* messages retrieved (retr, mixed) or delivered (lmtp, smtp) */
-	long deleted;   /* mixed */
-	long mismatch;  /* RETR bodies whose size differs from LIST */
+	long started;         /* sessions (or messages) begun */
+	long done;            /* finished successfully */
+	long errors;          /* failed: bad reply, refused, reset */
+	long messages;        /* messages retrieved (retr, mixed) or delivered (lmtp, smtp) */
+	long deleted;         /* mixed */
+	long mismatch;        /* RETR bodies whose size differs from LIST */
 	uint64_t octets;      /* message octets (LIST sizes) retrieved */
 	uint64_t wire_octets; /* all bytes read */
 	double *lat;
@@ -147,7 +155,7 @@ enum dlv_step {
 	D_ENVELOPE, /* MAIL, RCPT..., DATA pipelined: 2 + rcpts replies */
 	D_DATA,     /* the message sent: 1 (SMTP) or rcpts (LMTP) replies */
 	D_QUIT,
-	D_WAIT,     /* paced (mixed): nothing due yet */
+	D_WAIT, /* paced (mixed): nothing due yet */
 };
 
 struct conn {
@@ -171,8 +179,8 @@ struct conn {
 	/* multi-line body (POP3): fast scan or line by line */
 	bool in_body;
 	bool body_lines;
-	int body_state;       /* 0 mid-line, 1 at line start, 2 ".", 3 ".\r" */
-	uint64_t body_bytes;  /* bytes after the status line */
+	int body_state;      /* 0 mid-line, 1 at line start, 2 ".", 3 ".\r" */
+	uint64_t body_bytes; /* bytes after the status line */
 	uint64_t body_stuffed;
 
 	char *out;
@@ -222,9 +230,9 @@ void run_loop(void (*tick)(void));
 
 /* ---- POP3 client (pop3.c) ---- */
 
-extern long idle_ready;      /* idle: sessions logged in */
-extern bool idle_release;    /* idle: stdin said to let go */
-extern bool idle_quit_sent;  /* idle: QUIT said on every held session */
+extern long idle_ready;                            /* idle: sessions logged in */
+extern bool idle_release;                          /* idle: stdin said to let go */
+extern bool idle_quit_sent;                        /* idle: QUIT said on every held session */
 extern double ph_login, ph_stat, ph_list, ph_uidl; /* stat100k phases, ms */
 extern long ph_listed, ph_count;
 

@@ -93,7 +93,6 @@ void load_users(const char *path)
 		die("%s: no users", path);
 }
 
-
 void sample(struct stats *s, double v)
 {
 	if (s->lat == NULL)
@@ -119,4 +118,3 @@ double quantile(struct stats *s, double q)
 		i = s->nlat - 1;
 	return s->lat[i];
 }
-
