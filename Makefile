@@ -13,7 +13,11 @@ SANITIZE ?= 0
 BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libpq-dev libcrypt-dev libssl-dev libgsasl-dev
 # postfix is only for its smtp-source and for a private instance the tests
 # start themselves; debconf is told not to configure a system mail server.
-TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl swaks postfix iproute2 strace postgresql
+# postgresql and haproxy likewise: the tests start their own cluster and
+# their own HAProxy from private configs on loopback ports (Debian's default
+# haproxy.cfg listens nowhere).
+TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl swaks postfix iproute2 strace postgresql \
+	      haproxy
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san

@@ -26,6 +26,15 @@ def pytest_runtest_makereport(item, call):
             if len(text) > 30000:
                 text = "...\n" + text[-30000:]
             rep.sections.append((f"pillar log ({inst.log_path})", text))
+        # Logs of other programs a test started (title, path): HAProxy's.
+        for title, path in getattr(item, "_extra_logs", []):
+            try:
+                text = Path(path).read_text(errors="replace")
+            except OSError:
+                continue
+            if len(text) > 30000:
+                text = "...\n" + text[-30000:]
+            rep.sections.append((f"{title} ({path})", text))
 
 
 @pytest.fixture
