@@ -1,6 +1,7 @@
-/* Inside the directory: what a backend (sqlite.c, pg.c) provides to
- * directory.c, which implements directory.h on top of it. Nothing outside
- * src/directory/ includes this.
+/* Inside the directory: what a backend (sqlite*.c, pg*.c) provides to
+ * directory.c, which implements directory.h on top of it, and the helpers
+ * directory.c gives the backends in return. Nothing outside src/directory/
+ * includes this.
  *
  * Each backend's connection struct starts with a `struct dir`, so the
  * public handle is the same whatever the backend. The operations mean what
@@ -22,9 +23,10 @@ struct dir {
 
 struct dir_backend {
 	const char *name;
-	/* Fill *dir_r (its backend and err are set by the caller's
-	 * dir_open), or -1 with *error_r pointing at storage that outlives
-	 * the failed connection (dir_open copies it). */
+	/* Fill *dir_r (its backend is set by the caller, dir_open), or -1
+	 * with *error_r; *dir_r is then the half-open connection (NULL when
+	 * there is none), which dir_open closes once it has copied the error
+	 * (it may live in dir->err). */
 	int (*open)(const struct config *cfg, bool create, struct dir **dir_r,
 	            const char **error_r);
 	void (*close)(struct dir *dir);
@@ -103,6 +105,25 @@ struct dir_backend {
 /* Set dir->err from a format and point *error_r at it. Returns -1. */
 int dir_fail(struct dir *dir, const char **error_r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The columns of a mailbox row that make a struct dir_user, in the order
+ * dir_row_user takes them. */
+#define DIR_USER_COLUMNS                                                                           \
+	"address, password_hash, quota_bytes, quota_messages, locked, created, last_login"
+
+/* Fill *out from the values of one row of DIR_USER_COLUMNS. The quotas are
+ * stored signed; a negative one reads as none. Returns -1 (out zeroed) when
+ * the address or the hash is missing (NULL) or too long for its field. */
+int dir_row_user(struct dir_user *out, const char *address, const char *password_hash,
+                 int64_t quota_bytes, int64_t quota_messages, bool locked, int64_t created,
+                 int64_t last_login);
+
+/* Fill *out from a row's SCRAM columns (a pointer is NULL when its column
+ * is). Returns 1, or 0 with out untouched when a value is missing or out
+ * of range: the mailbox then has no usable keys. */
+int dir_row_scram(struct dir_scram *out, const void *salt, size_t salt_len, int64_t iterations,
+                  const void *stored_key, size_t stored_len, const void *server_key,
+                  size_t server_len);
 
 extern const struct dir_backend dir_sqlite_backend;
 extern const struct dir_backend dir_pg_backend;

@@ -1,10 +1,11 @@
 /* The directory interface (directory.h) over its backends (backend.h).
  *
  * What does not depend on where the rows live is here, once: choosing the
- * backend, address syntax, normalizing and bounds-checking arguments, and
- * walking aliases to mailboxes (recipient resolution, and the checks that
- * keep the alias graph free of loops and within its limits). The backends
- * only run queries. */
+ * backend, normalizing and bounds-checking arguments, reading a row's
+ * values into the structs of directory.h, and walking aliases to mailboxes
+ * (recipient resolution, and the checks that keep the alias graph free of
+ * loops and within its limits). The backends only run queries; address
+ * syntax is syntax.c. */
 #include "directory/backend.h"
 #include "directory/transfer.h"
 
@@ -49,9 +50,48 @@ static const char *domain_of(const char *addr)
 	return at != NULL && at != addr && at[1] != '\0' ? at + 1 : NULL;
 }
 
+/* ---- reading rows (backend.h) ---- */
+
+int dir_row_user(struct dir_user *out, const char *address, const char *password_hash,
+                 int64_t quota_bytes, int64_t quota_messages, bool locked, int64_t created,
+                 int64_t last_login)
+{
+	memset(out, 0, sizeof(*out));
+	if (address == NULL || strlen(address) > DIR_ADDRESS_MAX)
+		return -1;
+	if (password_hash == NULL || strlen(password_hash) > DIR_HASH_MAX)
+		return -1;
+	memcpy(out->address, address, strlen(address) + 1);
+	memcpy(out->password_hash, password_hash, strlen(password_hash) + 1);
+	out->quota_bytes = quota_bytes > 0 ? (uint64_t)quota_bytes : 0;
+	out->quota_messages = quota_messages > 0 ? (uint64_t)quota_messages : 0;
+	out->locked = locked;
+	out->created = created;
+	out->last_login = last_login;
+	return 0;
+}
+
+int dir_row_scram(struct dir_scram *out, const void *salt, size_t salt_len, int64_t iterations,
+                  const void *stored_key, size_t stored_len, const void *server_key,
+                  size_t server_len)
+{
+	/* Keys that are missing or of the wrong size count as none: the next
+	 * password login recomputes them. */
+	if (salt == NULL || salt_len == 0 || salt_len > DIR_SCRAM_SALT_MAX || iterations <= 0 ||
+	    iterations > UINT32_MAX || stored_key == NULL || stored_len != DIR_SCRAM_KEY_LEN ||
+	    server_key == NULL || server_len != DIR_SCRAM_KEY_LEN)
+		return 0;
+	memcpy(out->salt, salt, salt_len);
+	out->salt_len = salt_len;
+	out->iterations = (uint32_t)iterations;
+	memcpy(out->stored_key, stored_key, DIR_SCRAM_KEY_LEN);
+	memcpy(out->server_key, server_key, DIR_SCRAM_KEY_LEN);
+	return 1;
+}
+
 /* ---- open and close ---- */
 
-static bool is_postgresql(const char *directory)
+bool dir_is_postgresql(const char *directory)
 {
 	return strncmp(directory, "postgresql://", strlen("postgresql://")) == 0 ||
 	       strncmp(directory, "postgres://", strlen("postgres://")) == 0;
@@ -65,18 +105,19 @@ int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const ch
 	*dir_r = NULL;
 	if (strcmp(cfg->directory, "sqlite") == 0)
 		backend = &dir_sqlite_backend;
-	else if (is_postgresql(cfg->directory))
+	else if (dir_is_postgresql(cfg->directory))
 		backend = &dir_pg_backend;
 	else {
 		*error_r = "directory: must be 'sqlite' or a postgresql:// URL";
 		return -1;
 	}
 	if (backend->open(cfg, create, dir_r, error_r) < 0) {
-		/* The error may live in a connection that is gone. */
-		if (*error_r != open_err) {
-			snprintf(open_err, sizeof(open_err), "%s", *error_r);
-			*error_r = open_err;
-		}
+		/* The error may live in the half-open connection: keep a copy,
+		 * then close it. */
+		snprintf(open_err, sizeof(open_err), "%s", *error_r);
+		*error_r = open_err;
+		if (*dir_r != NULL)
+			backend->close(*dir_r);
 		*dir_r = NULL;
 		return -1;
 	}
@@ -97,107 +138,6 @@ void dir_close(struct dir **dirp)
 const char *dir_backend_name(const struct dir *dir)
 {
 	return dir->backend->name;
-}
-
-/* ---- syntax ---- */
-
-int dir_check_domain(char *domain, const char **error_r)
-{
-	size_t len = strlen(domain), label = 0;
-
-	if (len == 0) {
-		*error_r = "empty domain";
-		return -1;
-	}
-	if (len > DIR_DOMAIN_MAX) {
-		*error_r = "domain longer than 255 characters";
-		return -1;
-	}
-	str_lower(domain);
-	/* RFC 1035 §2.3.1 / RFC 1123 §2.1: letters, digits and hyphens, labels
-	 * of 1-63, no hyphen at either end of a label. Single-label names such
-	 * as "localhost" are allowed for test setups. */
-	for (size_t i = 0; i <= len; i++) {
-		char c = domain[i];
-
-		if (c == '.' || c == '\0') {
-			if (label == 0) {
-				*error_r =
-				    "empty label in domain (leading, trailing or double dot)";
-				return -1;
-			}
-			if (domain[i - 1] == '-') {
-				*error_r = "domain label may not end with '-'";
-				return -1;
-			}
-			label = 0;
-			continue;
-		}
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
-			*error_r = "domain may contain only letters, digits, '-' and '.'";
-			return -1;
-		}
-		if (c == '-' && label == 0) {
-			*error_r = "domain label may not start with '-'";
-			return -1;
-		}
-		if (++label > 63) {
-			*error_r = "domain label longer than 63 characters";
-			return -1;
-		}
-	}
-	return 0;
-}
-
-int dir_check_address(char *address, const char **error_r)
-{
-	char *at = strchr(address, '@');
-	size_t local_len;
-
-	if (at == NULL) {
-		*error_r = "address must be local@domain";
-		return -1;
-	}
-	if (strchr(at + 1, '@') != NULL) {
-		*error_r = "address has more than one '@'";
-		return -1;
-	}
-	if (strlen(address) > DIR_ADDRESS_MAX) {
-		*error_r = "address longer than 254 characters";
-		return -1;
-	}
-	local_len = (size_t)(at - address);
-	if (local_len == 0) {
-		*error_r = "empty local part";
-		return -1;
-	}
-	if (local_len > DIR_LOCAL_MAX) {
-		*error_r = "local part longer than 64 octets";
-		return -1;
-	}
-	/* The local part becomes a directory name under <mail_root>/<domain>:
-	 * nothing that could leave it or hide it. 8-bit bytes are allowed for
-	 * SMTPUTF8 (RFC 6531) addresses. */
-	if (address[0] == '.') {
-		*error_r = "local part may not start with '.'";
-		return -1;
-	}
-	for (size_t i = 0; i < local_len; i++) {
-		unsigned char c = (unsigned char)address[i];
-
-		if (c == '/') {
-			*error_r = "local part may not contain '/'";
-			return -1;
-		}
-		if (c <= 0x20 || c == 0x7f) {
-			*error_r = "local part may not contain spaces or control characters";
-			return -1;
-		}
-	}
-	if (dir_check_domain(at + 1, error_r) < 0)
-		return -1;
-	str_lower(address);
-	return 0;
 }
 
 /* ---- domains ---- */

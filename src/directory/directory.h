@@ -37,6 +37,9 @@ struct dir_user {
  * created with the current schema (pillar init); without, it must exist. */
 int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r);
 void dir_close(struct dir **dir);
+/* Whether a `directory` setting names a PostgreSQL database (a
+ * postgresql:// or postgres:// URL) rather than "sqlite". */
+bool dir_is_postgresql(const char *directory);
 
 /* Validate a domain name / a mailbox address (syntax only, lower-cases in
  * place). A mailbox local part may not contain '/', NUL, control characters

@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/util.h"
+#include "directory/directory.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -61,12 +62,6 @@ static int lock_fail(const char *prefix, const char *detail, const char **error_
 	snprintf(lock_err, sizeof(lock_err), "%s%s", prefix, msg);
 	*error_r = lock_err;
 	return -1;
-}
-
-static bool is_postgresql(const char *directory)
-{
-	return strncmp(directory, "postgresql://", strlen("postgresql://")) == 0 ||
-	       strncmp(directory, "postgres://", strlen("postgres://")) == 0;
 }
 
 /* The advisory lock key of a mailbox: the first 8 bytes of SHA-256 of its
@@ -171,7 +166,7 @@ int dir_session_lock(const struct config *cfg, const char *address,
 	int r;
 
 	*lock_r = NULL;
-	if (!is_postgresql(cfg->directory))
+	if (!dir_is_postgresql(cfg->directory))
 		return 0;
 	l = xcalloc(1, sizeof(*l));
 	l->key = lock_key(address);

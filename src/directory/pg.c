@@ -1,6 +1,6 @@
 /* The directory on PostgreSQL (libpq), for several servers sharing one
  * directory. See directory.h and backend.h; the behaviour is SQLite's
- * (sqlite.c), the same rows in the same tables.
+ * (sqlite*.c), the same rows in the same tables.
  *
  * Every query is a prepared statement with parameters; no SQL is built
  * from data. Statements are prepared on a connection the first time they
@@ -16,9 +16,11 @@
  *
  * The schema carries its version in the one-row table schema_version;
  * opening migrates an older schema in place, in one transaction under an
- * advisory lock so two servers starting together do not both do it. */
-#include "directory/backend.h"
-#include "directory/transfer.h"
+ * advisory lock so two servers starting together do not both do it.
+ *
+ * This file: the schema, the statements, running them, transactions,
+ * opening and closing; the other parts of the backend: pg_internal.h. */
+#include "directory/pg_internal.h"
 
 #include "core/config.h"
 #include "core/util.h"
@@ -32,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* The schema this code reads and writes; the same number as SQLite's for
  * the same content. */
@@ -47,10 +48,6 @@
 
 /* libpq defaults that a URL may override (they come before it). */
 #define PG_CONNECT_TIMEOUT "5"
-
-/* SQLSTATEs (PostgreSQL, appendix A). */
-#define PG_UNIQUE_VIOLATION      "23505"
-#define PG_FOREIGN_KEY_VIOLATION "23503"
 
 /* Version 3 in one step: SQLite's versions 1-3 with PostgreSQL types. The
  * ids only grow (identity columns), which the postmaster rule relies on:
@@ -92,52 +89,6 @@ static const char schema_v3[] =
     "CREATE TABLE schema_version (version integer NOT NULL);"
     "INSERT INTO schema_version(version) VALUES (3);";
 
-enum pg_stmt {
-	ST_DOMAIN_ADD,
-	ST_DOMAIN_DEL,
-	ST_DOMAIN_EXISTS,
-	ST_DOMAIN_COUNT_USERS,
-	ST_DOMAIN_LIST,
-	ST_DOMAIN_FIRST,
-	ST_USER_ADD,
-	ST_USER_DEL,
-	ST_USER_SET_PASSWORD,
-	ST_USER_LOOKUP,
-	ST_USER_TOUCH,
-	ST_USER_LIST_ALL,
-	ST_USER_LIST_DOMAIN,
-	ST_USER_SET_QUOTA,
-	ST_USER_FIRST_IN_DOMAIN,
-	ST_USER_GET_SCRAM,
-	ST_USER_SET_SCRAM,
-	ST_USER_GET_APOP,
-	ST_USER_SET_CREDENTIALS,
-	ST_USER_SET_LOCKED,
-	ST_USER_RENAME,
-	ST_USER_RENUMBER,
-	ST_ALIAS_EXISTS,
-	ST_ALIAS_TARGETS,
-	ST_ALIAS_ADD,
-	ST_ALIAS_DEL_ONE,
-	ST_ALIAS_DEL_ALL,
-	ST_ALIAS_DEL_TO,
-	ST_ALIAS_DEL_DOMAIN,
-	ST_ALIAS_LIST_ALL,
-	ST_ALIAS_LIST_DOMAIN,
-	ST_ALIAS_RETARGET,
-	ST_INSTANCE_SECRET,
-	ST_DOMAIN_EXPORT,
-	ST_USER_EXPORT,
-	ST_PUT_DOMAIN,
-	ST_PUT_USER,
-	ST_PUT_ALIAS,
-	ST_PUT_SECRET,
-	ST_COUNT
-};
-
-#define USER_COLUMNS                                                                               \
-	"address, password_hash, quota_bytes, quota_messages, locked, created, last_login"
-
 /* The domain of an address: after its last '@' (as domain_of in
  * directory.c). */
 #define ADDRESS_DOMAIN(col) "substring(" col " from '@([^@]*)$')"
@@ -160,18 +111,19 @@ static const char *const stmt_sql[ST_COUNT] = {
                              " scram_stored_key = NULL, scram_server_key = NULL,"
                              " apop_secret = NULL"
                              " WHERE address = $1",
-    [ST_USER_LOOKUP] = "SELECT " USER_COLUMNS " FROM mailboxes WHERE address = $1",
+    [ST_USER_LOOKUP] = "SELECT " DIR_USER_COLUMNS " FROM mailboxes WHERE address = $1",
     [ST_USER_TOUCH] = "UPDATE mailboxes SET last_login = $2 WHERE address = $1",
     /* COLLATE "C": byte order, as SQLite sorts, whatever the database's
      * locale. */
-    [ST_USER_LIST_ALL] = "SELECT " USER_COLUMNS " FROM mailboxes ORDER BY address COLLATE \"C\"",
+    [ST_USER_LIST_ALL] =
+        "SELECT " DIR_USER_COLUMNS " FROM mailboxes ORDER BY address COLLATE \"C\"",
     [ST_USER_LIST_DOMAIN] = "SELECT m.address, m.password_hash, m.quota_bytes,"
                             " m.quota_messages, m.locked, m.created, m.last_login"
                             " FROM mailboxes m JOIN domains d ON m.domain_id = d.id"
                             " WHERE d.name = $1 ORDER BY m.address COLLATE \"C\"",
     [ST_USER_SET_QUOTA] = "UPDATE mailboxes SET quota_bytes = $2, quota_messages = $3"
                           " WHERE address = $1",
-    [ST_USER_FIRST_IN_DOMAIN] = "SELECT " USER_COLUMNS " FROM mailboxes WHERE domain_id ="
+    [ST_USER_FIRST_IN_DOMAIN] = "SELECT " DIR_USER_COLUMNS " FROM mailboxes WHERE domain_id ="
                                 " (SELECT id FROM domains WHERE name = $1)"
                                 " ORDER BY id LIMIT 1",
     /* Read with binary results: the keys come as bytes; the number is
@@ -218,7 +170,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                           " AND b.target = $2)",
     [ST_INSTANCE_SECRET] = "SELECT value FROM secrets WHERE name = 'instance'",
     [ST_DOMAIN_EXPORT] = "SELECT name, created FROM domains ORDER BY id",
-    [ST_USER_EXPORT] = "SELECT " USER_COLUMNS " FROM mailboxes ORDER BY id",
+    [ST_USER_EXPORT] = "SELECT " DIR_USER_COLUMNS " FROM mailboxes ORDER BY id",
     [ST_PUT_DOMAIN] = "INSERT INTO domains(name, created) VALUES ($1, $2)"
                       " ON CONFLICT (name) DO UPDATE SET created = excluded.created",
     [ST_PUT_USER] = "INSERT INTO mailboxes(address, domain_id, password_hash, scram_salt,"
@@ -242,21 +194,6 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
 };
 
-struct pg_dir {
-	struct dir base; /* first: the public handle */
-	PGconn *conn;
-	uint64_t prepared; /* bit i: stmt_sql[i] is prepared on conn */
-	bool in_tx;
-	char sqlstate[6]; /* of the last failed statement, "" when none */
-};
-
-_Static_assert(ST_COUNT <= 64, "one bit per statement in pg_dir.prepared");
-
-static struct pg_dir *pg(struct dir *dir)
-{
-	return (struct pg_dir *)dir;
-}
-
 /* libpq's message without its trailing newline, in buf. */
 static const char *pg_message(const char *msg, char *buf, size_t size)
 {
@@ -274,7 +211,7 @@ static const char *pg_message(const char *msg, char *buf, size_t size)
 	return buf;
 }
 
-static int db_fail(struct pg_dir *dir, const char **error_r, const char *what)
+int pg_fail(struct pg_dir *dir, const char **error_r, const char *what)
 {
 	char msg[DIR_ERROR_MAX];
 
@@ -304,21 +241,17 @@ static int ensure_connected(struct pg_dir *dir, const char *what, const char **e
 	if (PQstatus(dir->conn) == CONNECTION_OK && (dir->in_tx || !idle_input(dir->conn)))
 		return 0;
 	if (dir->in_tx)
-		return db_fail(dir, error_r, what);
+		return pg_fail(dir, error_r, what);
 	PQreset(dir->conn);
 	dir->prepared = 0;
 	if (PQstatus(dir->conn) != CONNECTION_OK)
-		return db_fail(dir, error_r, what);
+		return pg_fail(dir, error_r, what);
 	return 0;
 }
 
-/* Run statement `which` with n parameters: values[i] NULL is SQL NULL;
- * lengths and formats (NULL: all text) as PQexecPrepared takes them.
- * binary asks for results in binary form. Returns the result (PQclear it)
- * or NULL after setting the error and dir->sqlstate. */
-static PGresult *run(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
-                     const int *lengths, const int *formats, bool binary, const char *what,
-                     const char **error_r)
+PGresult *pg_run(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
+                 const int *lengths, const int *formats, bool binary, const char *what,
+                 const char **error_r)
 {
 	char name[16];
 	PGresult *res;
@@ -332,7 +265,7 @@ static PGresult *run(struct pg_dir *dir, enum pg_stmt which, int n, const char *
 		res = PQprepare(dir->conn, name, stmt_sql[which], 0, NULL);
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
 			PQclear(res);
-			db_fail(dir, error_r, what);
+			pg_fail(dir, error_r, what);
 			return NULL;
 		}
 		PQclear(res);
@@ -349,69 +282,37 @@ static PGresult *run(struct pg_dir *dir, enum pg_stmt which, int n, const char *
 			snprintf(dir->sqlstate, sizeof(dir->sqlstate), "%s", state);
 	}
 	PQclear(res);
-	db_fail(dir, error_r, what);
+	pg_fail(dir, error_r, what);
 	return NULL;
 }
 
-/* run() with text parameters. */
-static PGresult *run_text(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
-                          const char *what, const char **error_r)
+PGresult *pg_run_text(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
+                      const char *what, const char **error_r)
 {
-	return run(dir, which, n, values, NULL, NULL, false, what, error_r);
+	return pg_run(dir, which, n, values, NULL, NULL, false, what, error_r);
 }
 
-/* Rows changed by an INSERT, UPDATE or DELETE. */
-static long changes(PGresult *res)
+long pg_changes(PGresult *res)
 {
 	const char *n = PQcmdTuples(res);
 
 	return n != NULL && n[0] != '\0' ? strtol(n, NULL, 10) : 0;
 }
 
-/* Run a statement whose only interest is success; *changed_r (may be NULL)
- * gets the rows changed. */
-static int exec_change(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
-                       long *changed_r, const char *what, const char **error_r)
+int pg_exec_change(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
+                   long *changed_r, const char *what, const char **error_r)
 {
-	PGresult *res = run_text(dir, which, n, values, what, error_r);
+	PGresult *res = pg_run_text(dir, which, n, values, what, error_r);
 
 	if (res == NULL)
 		return -1;
 	if (changed_r != NULL)
-		*changed_r = changes(res);
+		*changed_r = pg_changes(res);
 	PQclear(res);
 	return 0;
 }
 
-/* A one-address UPDATE or DELETE; no row changed means no such mailbox. */
-static int user_change(struct pg_dir *dir, enum pg_stmt which, int n, const char *const *values,
-                       const char *what, const char **error_r)
-{
-	long changed;
-
-	if (exec_change(dir, which, n, values, &changed, what, error_r) < 0)
-		return -1;
-	if (changed == 0)
-		return dir_fail(&dir->base, error_r, "no such mailbox %s", values[0]);
-	return 0;
-}
-
-/* 1 when the statement returns a row, 0 when none, -1. */
-static int exists(struct pg_dir *dir, enum pg_stmt which, const char *key, const char *what,
-                  const char **error_r)
-{
-	const char *values[1] = {key};
-	PGresult *res = run_text(dir, which, 1, values, what, error_r);
-	int r;
-
-	if (res == NULL)
-		return -1;
-	r = PQntuples(res) > 0 ? 1 : 0;
-	PQclear(res);
-	return r;
-}
-
-static int64_t get_int64(const PGresult *res, int row, int col)
+int64_t pg_get_int64(const PGresult *res, int row, int col)
 {
 	const char *v = PQgetvalue(res, row, col);
 	char *end;
@@ -422,9 +323,32 @@ static int64_t get_int64(const PGresult *res, int row, int col)
 	return errno == 0 && end != v && *end == '\0' ? (int64_t)n : 0;
 }
 
-static void fmt_int64(char *buf, size_t size, int64_t v)
+void pg_fmt_int64(char *buf, size_t size, int64_t v)
 {
 	snprintf(buf, size, "%" PRId64, v);
+}
+
+void pg_bind_scram(const struct dir_scram *scram, char *iter, size_t iter_size, const char **values,
+                   int *lengths, int *formats, int first)
+{
+	for (int i = 0; i < 4; i++) {
+		values[first + i] = NULL;
+		lengths[first + i] = 0;
+		formats[first + i] = 0;
+	}
+	if (scram == NULL)
+		return;
+	snprintf(iter, iter_size, "%" PRIu32, scram->iterations);
+	values[first] = (const char *)scram->salt;
+	lengths[first] = (int)scram->salt_len;
+	formats[first] = 1;
+	values[first + 1] = iter;
+	values[first + 2] = (const char *)scram->stored_key;
+	lengths[first + 2] = DIR_SCRAM_KEY_LEN;
+	formats[first + 2] = 1;
+	values[first + 3] = (const char *)scram->server_key;
+	lengths[first + 3] = DIR_SCRAM_KEY_LEN;
+	formats[first + 3] = 1;
 }
 
 /* Plain SQL without parameters (transaction control, the schema). */
@@ -436,13 +360,12 @@ static int exec_plain(struct pg_dir *dir, const char *sql, const char *what, con
 	PQclear(res);
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return 0;
-	return db_fail(dir, error_r, what);
+	return pg_fail(dir, error_r, what);
 }
 
 /* ---- transactions ---- */
 
-/* End a transaction that failed; the error already set stays. */
-static int tx_abort(struct pg_dir *dir)
+int pg_rollback(struct pg_dir *dir)
 {
 	if (PQstatus(dir->conn) == CONNECTION_OK)
 		PQclear(PQexec(dir->conn, "ROLLBACK"));
@@ -450,7 +373,7 @@ static int tx_abort(struct pg_dir *dir)
 	return -1;
 }
 
-static int pg_tx_begin(struct dir *base, const char **error_r)
+int pg_tx_begin(struct dir *base, const char **error_r)
 {
 	struct pg_dir *dir = pg(base);
 
@@ -462,22 +385,22 @@ static int pg_tx_begin(struct dir *base, const char **error_r)
 	/* Writers one at a time, so a check made in here still holds at the
 	 * commit (SQLite's BEGIN IMMEDIATE). */
 	if (exec_plain(dir, PG_LOCK_WRITE_SQL, "begin", error_r) < 0)
-		return tx_abort(dir);
+		return pg_rollback(dir);
 	return 0;
 }
 
-static int pg_tx_commit(struct dir *base, const char **error_r)
+int pg_tx_commit(struct dir *base, const char **error_r)
 {
 	struct pg_dir *dir = pg(base);
 	if (exec_plain(dir, "COMMIT", "commit", error_r) < 0)
-		return tx_abort(dir);
+		return pg_rollback(dir);
 	dir->in_tx = false;
 	return 0;
 }
 
-static void pg_tx_abort(struct dir *base)
+void pg_tx_abort(struct dir *base)
 {
-	tx_abort(pg(base));
+	pg_rollback(pg(base));
 }
 
 /* ---- open and close ---- */
@@ -491,7 +414,7 @@ static int schema_version(struct pg_dir *dir, const char **error_r)
 	res = PQexec(dir->conn, "SELECT to_regclass('schema_version') IS NOT NULL");
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 		PQclear(res);
-		return db_fail(dir, error_r, "reading the schema version");
+		return pg_fail(dir, error_r, "reading the schema version");
 	}
 	version = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? -2 : 0;
 	PQclear(res);
@@ -500,9 +423,9 @@ static int schema_version(struct pg_dir *dir, const char **error_r)
 	res = PQexec(dir->conn, "SELECT max(version) FROM schema_version");
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 		PQclear(res);
-		return db_fail(dir, error_r, "reading the schema version");
+		return pg_fail(dir, error_r, "reading the schema version");
 	}
-	version = (int)get_int64(res, 0, 0);
+	version = (int)pg_get_int64(res, 0, 0);
 	PQclear(res);
 	if (version <= 0)
 		return dir_fail(&dir->base, error_r,
@@ -537,30 +460,30 @@ static int create_schema(struct pg_dir *dir, bool create, const char **error_r)
 		return -1;
 	dir->in_tx = true;
 	if (exec_plain(dir, PG_LOCK_MIGRATE_SQL, "begin", error_r) < 0)
-		return tx_abort(dir);
+		return pg_rollback(dir);
 	version = schema_version(dir, error_r);
 	if (version < 0)
-		return tx_abort(dir);
+		return pg_rollback(dir);
 	if (version == 0) {
 		if (exec_plain(dir, schema_v3, "creating the schema", error_r) < 0)
-			return tx_abort(dir);
+			return pg_rollback(dir);
 		/* The instance secret (directory.h): drawn here, shared by every
 		 * process and server using this directory. */
 		if (RAND_bytes(secret, sizeof(secret)) != 1) {
 			dir_fail(&dir->base, error_r, "directory: no random bytes for the secret");
-			return tx_abort(dir);
+			return pg_rollback(dir);
 		}
 		values[0] = (const char *)secret;
-		res = run(dir, ST_PUT_SECRET, 1, values, lengths, formats, false,
-		          "creating the instance secret", error_r);
+		res = pg_run(dir, ST_PUT_SECRET, 1, values, lengths, formats, false,
+		             "creating the instance secret", error_r);
 		OPENSSL_cleanse(secret, sizeof(secret));
 		if (res == NULL)
-			return tx_abort(dir);
+			return pg_rollback(dir);
 		PQclear(res);
 	}
 	/* Later versions migrate here, each in turn. */
 	if (exec_plain(dir, "COMMIT", "commit", error_r) < 0)
-		return tx_abort(dir);
+		return pg_rollback(dir);
 	dir->in_tx = false;
 	return 0;
 }
@@ -573,7 +496,7 @@ static void ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
-static void pg_close(struct dir *base)
+void pg_close(struct dir *base)
 {
 	struct pg_dir *dir = pg(base);
 
@@ -581,703 +504,27 @@ static void pg_close(struct dir *base)
 	free(dir);
 }
 
-static int pg_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r)
+int pg_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r)
 {
 	/* Defaults first, the URL last: what the URL says wins (libpq takes
 	 * the last value of a repeated keyword). */
 	const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
 	const char *const values[] = {PG_CONNECT_TIMEOUT, "pillar", cfg->directory, NULL};
-	static __thread char open_err[DIR_ERROR_MAX];
 	struct pg_dir *dir = xcalloc(1, sizeof(*dir));
 	char msg[DIR_ERROR_MAX];
 
+	/* On failure dir_open closes the half-open dir after copying the
+	 * error out of it. */
+	*dir_r = &dir->base;
 	dir->conn = PQconnectdbParams(keys, values, 1);
 	if (dir->conn == NULL) {
-		free(dir);
 		*error_r = "directory: cannot connect to PostgreSQL: out of memory";
 		return -1;
 	}
-	if (PQstatus(dir->conn) != CONNECTION_OK) {
+	if (PQstatus(dir->conn) != CONNECTION_OK)
 		/* The message names the host, never the password. */
-		snprintf(open_err, sizeof(open_err), "directory: cannot connect to PostgreSQL: %s",
-		         pg_message(PQerrorMessage(dir->conn), msg, sizeof(msg)));
-		*error_r = open_err;
-		pg_close(&dir->base);
-		return -1;
-	}
+		return dir_fail(&dir->base, error_r, "directory: cannot connect to PostgreSQL: %s",
+		                pg_message(PQerrorMessage(dir->conn), msg, sizeof(msg)));
 	PQsetNoticeProcessor(dir->conn, ignore_notice, NULL);
-	if (create_schema(dir, create, error_r) < 0) {
-		snprintf(open_err, sizeof(open_err), "%s", *error_r);
-		*error_r = open_err;
-		pg_close(&dir->base);
-		return -1;
-	}
-	*dir_r = &dir->base;
-	return 0;
+	return create_schema(dir, create, error_r);
 }
-
-/* ---- domains ---- */
-
-static int pg_domain_exists(struct dir *base, const char *name, const char **error_r)
-{
-	return exists(pg(base), ST_DOMAIN_EXISTS, name, "looking up a domain", error_r);
-}
-
-static int pg_domain_add(struct dir *base, const char *name, const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	char now[24];
-	const char *values[2] = {name, now};
-
-	fmt_int64(now, sizeof(now), (int64_t)time(NULL));
-	if (exec_change(dir, ST_DOMAIN_ADD, 2, values, NULL, "adding a domain", error_r) == 0)
-		return 0;
-	if (strcmp(dir->sqlstate, PG_UNIQUE_VIOLATION) == 0)
-		return dir_fail(base, error_r, "domain %s already exists", name);
-	return -1;
-}
-
-static int pg_domain_del(struct dir *base, const char *name, const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *values[1] = {name};
-	PGresult *res;
-	int64_t users;
-	long changed;
-
-	if (pg_tx_begin(base, error_r) < 0)
-		return -1;
-	res = run_text(dir, ST_DOMAIN_COUNT_USERS, 1, values, "counting mailboxes", error_r);
-	if (res == NULL)
-		return tx_abort(dir);
-	users = PQntuples(res) == 1 ? get_int64(res, 0, 0) : 0;
-	PQclear(res);
-	if (users > 0) {
-		dir_fail(base, error_r, "domain %s still has %lld mailbox%s", name,
-		         (long long)users, users == 1 ? "" : "es");
-		return tx_abort(dir);
-	}
-	/* Its aliases go with it: they could never deliver again, and a
-	 * domain added later under the same name must start empty. */
-	if (exec_change(dir, ST_ALIAS_DEL_DOMAIN, 1, values, NULL, "deleting the domain's aliases",
-	                error_r) < 0)
-		return tx_abort(dir);
-	if (exec_change(dir, ST_DOMAIN_DEL, 1, values, &changed, "deleting a domain", error_r) <
-	    0) {
-		if (strcmp(dir->sqlstate, PG_FOREIGN_KEY_VIOLATION) == 0)
-			dir_fail(base, error_r, "domain %s still has mailboxes", name);
-		return tx_abort(dir);
-	}
-	if (changed == 0) {
-		dir_fail(base, error_r, "no such domain %s", name);
-		return tx_abort(dir);
-	}
-	return pg_tx_commit(base, error_r);
-}
-
-static int pg_domain_first(struct dir *base, char *out, const char **error_r)
-{
-	PGresult *res = run_text(pg(base), ST_DOMAIN_FIRST, 0, NULL, "listing domains", error_r);
-	int r = 0;
-
-	if (res == NULL)
-		return -1;
-	if (PQntuples(res) == 1 && strlen(PQgetvalue(res, 0, 0)) <= DIR_DOMAIN_MAX) {
-		memcpy(out, PQgetvalue(res, 0, 0), strlen(PQgetvalue(res, 0, 0)) + 1);
-		r = 1;
-	}
-	PQclear(res);
-	return r;
-}
-
-static int pg_domain_list(struct dir *base,
-                          void (*fn)(void *ctx, const char *domain, uint64_t mailboxes), void *ctx,
-                          const char **error_r)
-{
-	PGresult *res = run_text(pg(base), ST_DOMAIN_LIST, 0, NULL, "listing domains", error_r);
-
-	if (res == NULL)
-		return -1;
-	for (int i = 0; i < PQntuples(res); i++) {
-		int64_t n = get_int64(res, i, 1);
-
-		fn(ctx, PQgetvalue(res, i, 0), n > 0 ? (uint64_t)n : 0);
-	}
-	PQclear(res);
-	return 0;
-}
-
-/* ---- mailboxes ---- */
-
-/* Fill out from a row of USER_COLUMNS. Returns -1 if a value does not fit. */
-static int row_to_user(const PGresult *res, int row, struct dir_user *out)
-{
-	const char *addr = PQgetvalue(res, row, 0);
-	const char *hash = PQgetvalue(res, row, 1);
-	int64_t v;
-
-	memset(out, 0, sizeof(*out));
-	if (PQgetisnull(res, row, 0) || strlen(addr) > DIR_ADDRESS_MAX)
-		return -1;
-	if (PQgetisnull(res, row, 1) || strlen(hash) > DIR_HASH_MAX)
-		return -1;
-	memcpy(out->address, addr, strlen(addr) + 1);
-	memcpy(out->password_hash, hash, strlen(hash) + 1);
-	v = get_int64(res, row, 2);
-	out->quota_bytes = v > 0 ? (uint64_t)v : 0;
-	v = get_int64(res, row, 3);
-	out->quota_messages = v > 0 ? (uint64_t)v : 0;
-	out->locked = strcmp(PQgetvalue(res, row, 4), "t") == 0;
-	out->created = get_int64(res, row, 5);
-	out->last_login = get_int64(res, row, 6);
-	return 0;
-}
-
-/* One-row lookup of a user with a statement bound to one text. */
-static int user_row(struct pg_dir *dir, enum pg_stmt which, const char *key, struct dir_user *out,
-                    const char **error_r)
-{
-	const char *values[1] = {key};
-	PGresult *res = run_text(dir, which, 1, values, "looking up a mailbox", error_r);
-	int r = 0;
-
-	if (res == NULL)
-		return -1;
-	if (PQntuples(res) > 0)
-		r = row_to_user(res, 0, out) == 0
-		        ? 1
-		        : dir_fail(&dir->base, error_r, "mailbox of %s has a malformed row", key);
-	PQclear(res);
-	return r;
-}
-
-static int pg_user_add(struct dir *base, const char *addr, const char *password_hash,
-                       const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *domain = strchr(addr, '@') + 1;
-	char now[24];
-	const char *values[4] = {addr, password_hash, now, domain};
-	long changed;
-	int r;
-
-	/* An address is a mailbox or an alias, never both: which one would
-	 * get the mail would otherwise be a guess. */
-	r = exists(dir, ST_ALIAS_EXISTS, addr, "looking up an alias", error_r);
-	if (r != 0)
-		return r < 0 ? -1 : dir_fail(base, error_r, "%s is an alias", addr);
-	fmt_int64(now, sizeof(now), (int64_t)time(NULL));
-	if (exec_change(dir, ST_USER_ADD, 4, values, &changed, "adding a mailbox", error_r) < 0) {
-		if (strcmp(dir->sqlstate, PG_UNIQUE_VIOLATION) == 0)
-			return dir_fail(base, error_r, "mailbox %s already exists", addr);
-		return -1;
-	}
-	/* The INSERT ... SELECT inserts nothing when the domain is missing. */
-	if (changed == 0)
-		return dir_fail(base, error_r, "no such domain %s", domain);
-	return 0;
-}
-
-static int pg_user_del(struct dir *base, const char *addr, const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *values[1] = {addr};
-
-	if (pg_tx_begin(base, error_r) < 0)
-		return -1;
-	/* Alias rows that name the mailbox go in the same transaction: an
-	 * alias must never send mail to a mailbox that no longer exists (or
-	 * to a different one created later under the same address). */
-	if (exec_change(dir, ST_ALIAS_DEL_TO, 1, values, NULL, "deleting aliases of a mailbox",
-	                error_r) < 0)
-		return tx_abort(dir);
-	if (user_change(dir, ST_USER_DEL, 1, values, "deleting a mailbox", error_r) < 0)
-		return tx_abort(dir);
-	return pg_tx_commit(base, error_r);
-}
-
-static int pg_user_set_quota(struct dir *base, const char *addr, uint64_t bytes, uint64_t messages,
-                             const char **error_r)
-{
-	char b[24], m[24];
-	const char *values[3] = {addr, b, m};
-
-	/* directory.c refused values past INT64_MAX. */
-	fmt_int64(b, sizeof(b), (int64_t)bytes);
-	fmt_int64(m, sizeof(m), (int64_t)messages);
-	return user_change(pg(base), ST_USER_SET_QUOTA, 3, values, "setting a quota", error_r);
-}
-
-static int pg_user_set_password(struct dir *base, const char *addr, const char *password_hash,
-                                const char **error_r)
-{
-	const char *values[2] = {addr, password_hash};
-
-	/* The SCRAM keys and the APOP secret derive from the old password:
-	 * the statement clears them (dir_user_set_credentials sets them). */
-	return user_change(pg(base), ST_USER_SET_PASSWORD, 2, values, "setting a password",
-	                   error_r);
-}
-
-static int pg_user_set_locked(struct dir *base, const char *addr, bool locked, const char **error_r)
-{
-	const char *values[2] = {addr, locked ? "true" : "false"};
-
-	return user_change(pg(base), ST_USER_SET_LOCKED, 2, values,
-	                   locked ? "locking a mailbox" : "unlocking a mailbox", error_r);
-}
-
-static int pg_user_rename(struct dir *base, const char *from, const char *to, const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *from_domain = strrchr(from, '@') + 1, *to_domain = strrchr(to, '@') + 1;
-	const char *values[3] = {from, to, to_domain};
-	struct dir_user user;
-	int r;
-
-	/* Every check and change in one transaction that holds the write
-	 * lock: nobody can add the new address, or an alias to the old one,
-	 * in between. */
-	if (pg_tx_begin(base, error_r) < 0)
-		return -1;
-	r = pg_domain_exists(base, to_domain, error_r);
-	if (r <= 0) {
-		if (r == 0)
-			dir_fail(base, error_r, "domain %s is not local", to_domain);
-		return tx_abort(dir);
-	}
-	r = user_row(dir, ST_USER_LOOKUP, to, &user, error_r);
-	if (r == 0) {
-		r = exists(dir, ST_ALIAS_EXISTS, to, "looking up an alias", error_r);
-		r = r > 0 ? 2 : r;
-	}
-	if (r != 0) {
-		if (r > 0)
-			dir_fail(base, error_r, "%s already exists as %s", to,
-			         r == 1 ? "a mailbox" : "an alias");
-		return tx_abort(dir);
-	}
-	if (user_change(dir, ST_USER_RENAME, 3, values, "renaming a mailbox", error_r) < 0)
-		return tx_abort(dir);
-	if (strcmp(from_domain, to_domain) != 0 &&
-	    exec_change(dir, ST_USER_RENUMBER, 1, &values[1], NULL, "renaming a mailbox", error_r) <
-	        0)
-		return tx_abort(dir);
-	if (exec_change(dir, ST_ALIAS_RETARGET, 2, values, NULL, "updating aliases", error_r) < 0 ||
-	    exec_change(dir, ST_ALIAS_DEL_TO, 1, values, NULL, "updating aliases", error_r) < 0)
-		return tx_abort(dir);
-	return pg_tx_commit(base, error_r);
-}
-
-static int pg_user_touch_login(struct dir *base, const char *addr, int64_t when,
-                               const char **error_r)
-{
-	char w[24];
-	const char *values[2] = {addr, w};
-
-	fmt_int64(w, sizeof(w), when);
-	return user_change(pg(base), ST_USER_TOUCH, 2, values, "recording a login", error_r);
-}
-
-/* Parameters values[first..first+3] (and their lengths and formats) for
- * the SCRAM columns; iter holds the number's text. NULL: all four NULL. */
-static void bind_scram(const struct dir_scram *scram, char *iter, size_t iter_size,
-                       const char **values, int *lengths, int *formats, int first)
-{
-	for (int i = 0; i < 4; i++) {
-		values[first + i] = NULL;
-		lengths[first + i] = 0;
-		formats[first + i] = 0;
-	}
-	if (scram == NULL)
-		return;
-	snprintf(iter, iter_size, "%" PRIu32, scram->iterations);
-	values[first] = (const char *)scram->salt;
-	lengths[first] = (int)scram->salt_len;
-	formats[first] = 1;
-	values[first + 1] = iter;
-	values[first + 2] = (const char *)scram->stored_key;
-	lengths[first + 2] = DIR_SCRAM_KEY_LEN;
-	formats[first + 2] = 1;
-	values[first + 3] = (const char *)scram->server_key;
-	lengths[first + 3] = DIR_SCRAM_KEY_LEN;
-	formats[first + 3] = 1;
-}
-
-static int pg_user_get_scram(struct dir *base, const char *addr, struct dir_scram *out,
-                             const char **error_r)
-{
-	const char *values[1] = {addr};
-	PGresult *res = run(pg(base), ST_USER_GET_SCRAM, 1, values, NULL, NULL, true,
-	                    "looking up SCRAM keys", error_r);
-	int r = 0;
-
-	if (res == NULL)
-		return -1;
-	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1) &&
-	    !PQgetisnull(res, 0, 2) && !PQgetisnull(res, 0, 3)) {
-		int salt_len = PQgetlength(res, 0, 0);
-		char iter_text[24];
-		int64_t iter;
-		char *end;
-
-		/* Binary results: the number is its text (cast in the query). */
-		snprintf(iter_text, sizeof(iter_text), "%.*s", PQgetlength(res, 0, 1),
-		         PQgetvalue(res, 0, 1));
-		errno = 0;
-		iter = strtoll(iter_text, &end, 10);
-		if (errno != 0 || *end != '\0')
-			iter = 0;
-		/* Keys that are missing or of the wrong size count as none:
-		 * the next password login recomputes them. */
-		if (salt_len > 0 && salt_len <= DIR_SCRAM_SALT_MAX && iter > 0 &&
-		    iter <= UINT32_MAX && PQgetlength(res, 0, 2) == DIR_SCRAM_KEY_LEN &&
-		    PQgetlength(res, 0, 3) == DIR_SCRAM_KEY_LEN) {
-			memcpy(out->salt, PQgetvalue(res, 0, 0), (size_t)salt_len);
-			out->salt_len = (size_t)salt_len;
-			out->iterations = (uint32_t)iter;
-			memcpy(out->stored_key, PQgetvalue(res, 0, 2), DIR_SCRAM_KEY_LEN);
-			memcpy(out->server_key, PQgetvalue(res, 0, 3), DIR_SCRAM_KEY_LEN);
-			r = 1;
-		}
-	}
-	PQclear(res);
-	return r;
-}
-
-static int pg_user_set_scram(struct dir *base, const char *addr, const char *password_hash,
-                             const struct dir_scram *scram, const char **error_r)
-{
-	const char *values[6] = {addr, password_hash};
-	int lengths[6] = {0}, formats[6] = {0};
-	char iter[16];
-	PGresult *res;
-	int r;
-
-	bind_scram(scram, iter, sizeof(iter), values, lengths, formats, 2);
-	res = run(pg(base), ST_USER_SET_SCRAM, 6, values, lengths, formats, false,
-	          "storing SCRAM keys", error_r);
-	if (res == NULL)
-		return -1;
-	r = changes(res) > 0 ? 1 : 0;
-	PQclear(res);
-	return r;
-}
-
-static int pg_user_get_apop(struct dir *base, const char *addr, char *secret, size_t size,
-                            const char **error_r)
-{
-	const char *values[1] = {addr};
-	PGresult *res =
-	    run_text(pg(base), ST_USER_GET_APOP, 1, values, "looking up an APOP secret", error_r);
-	int r = 0;
-
-	if (res == NULL)
-		return -1;
-	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
-		const char *v = PQgetvalue(res, 0, 0);
-		size_t len = strlen(v);
-
-		if (len > 0 && len < size) {
-			memcpy(secret, v, len + 1);
-			r = 1;
-		}
-	}
-	/* libpq's copy of the secret goes with the result. */
-	if (PQntuples(res) == 1)
-		OPENSSL_cleanse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
-	PQclear(res);
-	return r;
-}
-
-static int pg_instance_secret(struct dir *base, uint8_t out[DIR_INSTANCE_SECRET_LEN],
-                              const char **error_r)
-{
-	PGresult *res = run(pg(base), ST_INSTANCE_SECRET, 0, NULL, NULL, NULL, true,
-	                    "reading the instance secret", error_r);
-	int r = 0;
-
-	if (res == NULL)
-		return -1;
-	if (PQntuples(res) == 1 && PQgetlength(res, 0, 0) == DIR_INSTANCE_SECRET_LEN)
-		memcpy(out, PQgetvalue(res, 0, 0), DIR_INSTANCE_SECRET_LEN);
-	else
-		r = dir_fail(base, error_r, "directory: the instance secret is missing or damaged");
-	PQclear(res);
-	return r;
-}
-
-static int pg_user_set_credentials(struct dir *base, const char *addr, const char *password_hash,
-                                   const struct dir_scram *scram, const char *apop_secret,
-                                   const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *values[7] = {addr, password_hash};
-	int lengths[7] = {0}, formats[7] = {0};
-	char iter[16];
-	PGresult *res;
-	long changed;
-
-	bind_scram(scram, iter, sizeof(iter), values, lengths, formats, 2);
-	values[6] = apop_secret;
-	res = run(dir, ST_USER_SET_CREDENTIALS, 7, values, lengths, formats, false,
-	          "setting a password", error_r);
-	if (res == NULL)
-		return -1;
-	changed = changes(res);
-	PQclear(res);
-	return changed > 0 ? 0 : dir_fail(base, error_r, "no such mailbox %s", addr);
-}
-
-static int pg_user_lookup(struct dir *base, const char *addr, struct dir_user *out,
-                          const char **error_r)
-{
-	return user_row(pg(base), ST_USER_LOOKUP, addr, out, error_r);
-}
-
-static int pg_user_first_in_domain(struct dir *base, const char *domain, struct dir_user *out,
-                                   const char **error_r)
-{
-	return user_row(pg(base), ST_USER_FIRST_IN_DOMAIN, domain, out, error_r);
-}
-
-/* Calls fn for each row of USER_COLUMNS that fits (a row too long to
- * represent is skipped, not fatal: listing must still show the rest). */
-static int list_users(struct pg_dir *dir, enum pg_stmt which, const char *domain,
-                      void (*fn)(void *ctx, const struct dir_user *user), void *ctx,
-                      const char **error_r)
-{
-	const char *values[1] = {domain};
-	PGresult *res =
-	    run_text(dir, which, domain != NULL ? 1 : 0, values, "listing mailboxes", error_r);
-	struct dir_user user;
-
-	if (res == NULL)
-		return -1;
-	for (int i = 0; i < PQntuples(res); i++) {
-		if (row_to_user(res, i, &user) == 0)
-			fn(ctx, &user);
-	}
-	PQclear(res);
-	return 0;
-}
-
-static int pg_user_list(struct dir *base, const char *domain,
-                        void (*fn)(void *ctx, const struct dir_user *user), void *ctx,
-                        const char **error_r)
-{
-	return list_users(pg(base), domain != NULL ? ST_USER_LIST_DOMAIN : ST_USER_LIST_ALL, domain,
-	                  fn, ctx, error_r);
-}
-
-/* ---- aliases ---- */
-
-static int pg_alias_targets(struct dir *base, const char *addr,
-                            char (*targets)[DIR_ADDRESS_MAX + 1], size_t max, size_t *n_r,
-                            const char **error_r)
-{
-	const char *values[1] = {addr};
-	PGresult *res =
-	    run_text(pg(base), ST_ALIAS_TARGETS, 1, values, "looking up an alias", error_r);
-	size_t n = 0;
-
-	*n_r = 0;
-	if (res == NULL)
-		return -1;
-	if ((size_t)PQntuples(res) > max) {
-		PQclear(res);
-		return dir_fail(base, error_r, "alias %s has more than %zu targets", addr, max);
-	}
-	for (int i = 0; i < PQntuples(res); i++) {
-		const char *t = PQgetvalue(res, i, 0);
-
-		if (strlen(t) <= DIR_ADDRESS_MAX)
-			memcpy(targets[n++], t, strlen(t) + 1);
-	}
-	PQclear(res);
-	*n_r = n;
-	return 0;
-}
-
-static int pg_alias_insert(struct dir *base, const char *addr, const char *to, const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *values[2] = {addr, to};
-
-	if (exec_change(dir, ST_ALIAS_ADD, 2, values, NULL, "adding an alias", error_r) == 0)
-		return 0;
-	if (strcmp(dir->sqlstate, PG_UNIQUE_VIOLATION) == 0)
-		return dir_fail(base, error_r, "alias %s already points to %s", addr, to);
-	return -1;
-}
-
-static int pg_alias_del(struct dir *base, const char *addr, const char *target,
-                        const char **error_r)
-{
-	struct pg_dir *dir = pg(base);
-	const char *values[2] = {addr, target};
-	long changed;
-	int r;
-
-	if (exec_change(dir, target != NULL ? ST_ALIAS_DEL_ONE : ST_ALIAS_DEL_ALL,
-	                target != NULL ? 2 : 1, values, &changed, "deleting an alias", error_r) < 0)
-		return -1;
-	if (changed > 0)
-		return 0;
-	if (target == NULL)
-		return dir_fail(base, error_r, "no such alias %s", addr);
-	r = exists(dir, ST_ALIAS_EXISTS, addr, "looking up an alias", error_r);
-	if (r < 0)
-		return -1;
-	if (r == 0)
-		return dir_fail(base, error_r, "no such alias %s", addr);
-	return dir_fail(base, error_r, "alias %s does not point to %s", addr, target);
-}
-
-static int pg_alias_list(struct dir *base, const char *domain,
-                         void (*fn)(void *ctx, const char *address, const char *target), void *ctx,
-                         const char **error_r)
-{
-	const char *values[1] = {domain};
-	PGresult *res =
-	    run_text(pg(base), domain != NULL ? ST_ALIAS_LIST_DOMAIN : ST_ALIAS_LIST_ALL,
-	             domain != NULL ? 1 : 0, values, "listing aliases", error_r);
-
-	if (res == NULL)
-		return -1;
-	for (int i = 0; i < PQntuples(res); i++)
-		fn(ctx, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
-	PQclear(res);
-	return 0;
-}
-
-/* ---- copying a directory (transfer.h) ---- */
-
-static int pg_export_domains(struct dir *base,
-                             void (*fn)(void *ctx, const char *domain, int64_t created), void *ctx,
-                             const char **error_r)
-{
-	PGresult *res = run_text(pg(base), ST_DOMAIN_EXPORT, 0, NULL, "listing domains", error_r);
-
-	if (res == NULL)
-		return -1;
-	for (int i = 0; i < PQntuples(res); i++)
-		fn(ctx, PQgetvalue(res, i, 0), get_int64(res, i, 1));
-	PQclear(res);
-	return 0;
-}
-
-static int pg_export_users(struct dir *base, void (*fn)(void *ctx, const struct dir_user *user),
-                           void *ctx, const char **error_r)
-{
-	return list_users(pg(base), ST_USER_EXPORT, NULL, fn, ctx, error_r);
-}
-
-static int pg_put_domain(struct dir *base, const char *domain, int64_t created,
-                         const char **error_r)
-{
-	char c[24];
-	const char *values[2] = {domain, c};
-
-	fmt_int64(c, sizeof(c), created);
-	return exec_change(pg(base), ST_PUT_DOMAIN, 2, values, NULL, "copying a domain", error_r);
-}
-
-static int pg_put_user(struct dir *base, const struct dir_user *u, const struct dir_scram *scram,
-                       const char *apop_secret, const char **error_r)
-{
-	char iter[16], qb[24], qm[24], created[24], last[24];
-	const char *values[13];
-	int lengths[13] = {0}, formats[13] = {0};
-	PGresult *res;
-	long changed;
-
-	values[0] = u->address;
-	values[1] = u->password_hash;
-	bind_scram(scram, iter, sizeof(iter), values, lengths, formats, 2);
-	fmt_int64(qb, sizeof(qb), (int64_t)u->quota_bytes);
-	fmt_int64(qm, sizeof(qm), (int64_t)u->quota_messages);
-	fmt_int64(created, sizeof(created), u->created);
-	fmt_int64(last, sizeof(last), u->last_login);
-	values[6] = qb;
-	values[7] = qm;
-	values[8] = u->locked ? "true" : "false";
-	values[9] = created;
-	values[10] = last;
-	values[11] = apop_secret;
-	values[12] = strrchr(u->address, '@') + 1;
-	res = run(pg(base), ST_PUT_USER, 13, values, lengths, formats, false, "copying a mailbox",
-	          error_r);
-	if (res == NULL)
-		return -1;
-	changed = changes(res);
-	PQclear(res);
-	return changed > 0 ? 0
-	                   : dir_fail(base, error_r, "copying %s: no such domain %s", u->address,
-	                              values[12]);
-}
-
-static int pg_put_alias(struct dir *base, const char *address, const char *target,
-                        const char **error_r)
-{
-	const char *values[2] = {address, target};
-
-	return exec_change(pg(base), ST_PUT_ALIAS, 2, values, NULL, "copying an alias", error_r);
-}
-
-static int pg_put_secret(struct dir *base, const uint8_t secret[DIR_INSTANCE_SECRET_LEN],
-                         const char **error_r)
-{
-	const char *values[1] = {(const char *)secret};
-	int lengths[1] = {DIR_INSTANCE_SECRET_LEN}, formats[1] = {1};
-	PGresult *res = run(pg(base), ST_PUT_SECRET, 1, values, lengths, formats, false,
-	                    "copying the instance secret", error_r);
-
-	if (res == NULL)
-		return -1;
-	PQclear(res);
-	return 0;
-}
-
-static const struct dir_transfer_ops pg_transfer = {
-    .domains = pg_export_domains,
-    .users = pg_export_users,
-    .put_domain = pg_put_domain,
-    .put_user = pg_put_user,
-    .put_alias = pg_put_alias,
-    .put_secret = pg_put_secret,
-};
-
-const struct dir_backend dir_pg_backend = {
-    .name = "postgresql",
-    .open = pg_open,
-    .close = pg_close,
-    .tx_begin = pg_tx_begin,
-    .tx_commit = pg_tx_commit,
-    .tx_abort = pg_tx_abort,
-    .domain_add = pg_domain_add,
-    .domain_del = pg_domain_del,
-    .domain_exists = pg_domain_exists,
-    .domain_first = pg_domain_first,
-    .domain_list = pg_domain_list,
-    .user_add = pg_user_add,
-    .user_del = pg_user_del,
-    .user_set_quota = pg_user_set_quota,
-    .user_set_locked = pg_user_set_locked,
-    .user_rename = pg_user_rename,
-    .user_set_password = pg_user_set_password,
-    .user_get_scram = pg_user_get_scram,
-    .user_set_scram = pg_user_set_scram,
-    .user_get_apop = pg_user_get_apop,
-    .instance_secret = pg_instance_secret,
-    .user_set_credentials = pg_user_set_credentials,
-    .user_lookup = pg_user_lookup,
-    .user_first_in_domain = pg_user_first_in_domain,
-    .user_touch_login = pg_user_touch_login,
-    .user_list = pg_user_list,
-    .alias_targets = pg_alias_targets,
-    .alias_insert = pg_alias_insert,
-    .alias_del = pg_alias_del,
-    .alias_list = pg_alias_list,
-    .transfer = &pg_transfer,
-};
