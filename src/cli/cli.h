@@ -83,8 +83,10 @@ void cli_kicker_free(struct cli_kicker **k);
  * exit status after printing why. */
 int cli_user_del(struct dir *dir, const struct config *cfg, const char *address, bool purge,
                  struct cli_kicker *kicker);
-/* 1 when a POP3 session holds the mailbox's lock now, 0 when not (or it
- * has no Maildir), -1 after printing an error. */
+/* Whether a POP3 session has the mailbox open now: 1 (it holds the
+ * Maildir's lock), 2 (only the lock in PostgreSQL is taken: a session on
+ * another server sharing the directory), 0 when not, -1 after printing an
+ * error. */
 int cli_mailbox_in_use(const struct config *cfg, const char *address);
 
 /* Remove path and everything below it, without following symlinks. A path

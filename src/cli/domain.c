@@ -20,8 +20,9 @@ static const char domain_help[] =
     "Manage the domains Pillar receives mail for. A domain with mailboxes is\n"
     "deleted only with --force, which deletes its mailboxes as 'pillar user del'\n"
     "does (their Maildirs kept in <state_dir>/deleted/, or removed with --purge);\n"
-    "it refuses while a POP3 session has one of them open, unless --kick ends\n"
-    "those sessions. Deleting a domain deletes its aliases.\n"
+    "it refuses while a POP3 session has one of them open (with a PostgreSQL\n"
+    "directory, on any server sharing it), unless --kick ends those sessions\n"
+    "(this server's). Deleting a domain deletes its aliases.\n"
     "\n"
     "Every domain accepts mail for postmaster@DOMAIN (RFC 5321 section 4.5.1):\n"
     "it goes to the first mailbox created in the domain unless an alias says\n"
@@ -120,8 +121,9 @@ static void collect_address(void *ctx, const struct dir_user *user)
 
 /* --force: delete the domain's mailboxes first, one by one as `user del`
  * does (each undone by itself if it fails). Every mailbox is checked for an
- * open POP3 session before any is touched, so that without --kick a busy
- * mailbox refuses the whole command instead of stopping it half-way.
+ * open POP3 session (with a PostgreSQL directory, on any server sharing it)
+ * before any is touched, so that without --kick a busy mailbox refuses the
+ * whole command instead of stopping it half-way.
  * Returns 0 or an exit status after printing why. */
 static int delete_mailboxes(struct dir *dir, const struct config *cfg, const char *domain,
                             const struct del_opts *o, struct cli_kicker *kicker)
@@ -137,12 +139,15 @@ static int delete_mailboxes(struct dir *dir, const struct config *cfg, const cha
 	for (size_t i = 0; i < users.count && !o->kick; i++) {
 		int r = cli_mailbox_in_use(cfg, users.items[i]);
 
+		if (r == 1)
+			cli_err("cannot delete domain %s: a POP3 session has %s open (end it "
+			        "with 'pillar kick %s', or add --kick)",
+			        domain, users.items[i], users.items[i]);
+		else if (r == 2)
+			cli_err("cannot delete domain %s: a POP3 session has %s open on another "
+			        "server (end it there with 'pillar kick %s')",
+			        domain, users.items[i], users.items[i]);
 		if (r != 0) {
-			if (r > 0)
-				cli_err(
-				    "cannot delete domain %s: a POP3 session has %s open (end it "
-				    "with 'pillar kick %s', or add --kick)",
-				    domain, users.items[i], users.items[i]);
 			status = r > 0 ? EX_TEMPFAIL : 1;
 			goto out;
 		}

@@ -1,11 +1,12 @@
 /* `pillar user del` and `pillar user rename`: moving a mailbox's Maildir
- * and its directory row as one step, under the POP3 session lock. */
+ * and its directory row as one step, under the POP3 session locks. */
 #include "cli/cli.h"
 #include "cli/user.h"
 
 #include "core/config.h"
 #include "core/util.h"
 #include "directory/directory.h"
+#include "directory/lock.h"
 #include "store/maildir.h"
 
 #include <errno.h>
@@ -24,7 +25,20 @@
 #define KICK_WAIT_MS 5000
 #define KICK_POLL_MS 50
 
-/* ---- the POP3 session lock, for del and rename ---- */
+/* ---- the POP3 session locks, for del and rename ---- */
+
+/* What a POP3 session holds for its whole life, and so what these commands
+ * take to keep sessions out while they move a mailbox: the Maildir's lock
+ * (maildir_lock, an flock) and, with a PostgreSQL directory, the lock in
+ * PostgreSQL that keeps sessions of every server sharing it apart
+ * (directory/lock.h; none with SQLite). */
+struct mailbox_hold {
+	int fd;                            /* the Maildir's; -1 when none */
+	struct dir_session_lock *dir_lock; /* NULL when none */
+	/* After EX_TEMPFAIL from take_locks: the Maildir's lock was free and
+	 * the one in PostgreSQL taken, as by a session on another server. */
+	bool elsewhere;
+};
 
 static void sleep_ms(long ms)
 {
@@ -34,57 +48,101 @@ static void sleep_ms(long ms)
 		;
 }
 
+static void release_mailbox(struct mailbox_hold *h)
+{
+	if (h->fd >= 0)
+		close(h->fd);
+	h->fd = -1;
+	dir_session_unlock(&h->dir_lock);
+}
+
+/* Take both locks of the mailbox (the Maildir's only when it has one: a
+ * session cannot open a mailbox without one). Returns 0 with both held;
+ * EX_TEMPFAIL when a session holds one (neither is kept; h->elsewhere says
+ * whether the Maildir's was free, as it is for a session on another
+ * server); or an exit status after printing the error. */
+static int take_locks(const struct config *cfg, const char *path, bool has_maildir,
+                      const char *address, struct mailbox_hold *h)
+{
+	const char *err;
+	int r;
+
+	h->fd = -1;
+	h->dir_lock = NULL;
+	h->elsewhere = false;
+	if (has_maildir) {
+		r = maildir_lock(path, &h->fd, &err);
+		if (r < 0) {
+			cli_err("cannot lock the Maildir of %s: %s", address, err);
+			return EX_IOERR;
+		}
+		if (r > 0)
+			return EX_TEMPFAIL;
+	}
+	r = dir_session_lock(cfg, address, &h->dir_lock, &err);
+	if (r == 0)
+		return 0;
+	release_mailbox(h);
+	if (r < 0) {
+		cli_err("cannot lock the mailbox %s: %s", address, err);
+		return 1;
+	}
+	h->elsewhere = true;
+	return EX_TEMPFAIL;
+}
+
 int cli_mailbox_in_use(const struct config *cfg, const char *address)
 {
 	char *path = maildir_path(cfg->mail_root, address);
-	const char *err;
+	struct mailbox_hold h;
 	struct stat st;
-	int fd, r = 0;
+	int r = take_locks(cfg, path, lstat(path, &st) == 0, address, &h);
 
-	if (lstat(path, &st) == 0) {
-		r = maildir_lock(path, &fd, &err);
-		if (r == 0)
-			close(fd);
-		else if (r < 0)
-			cli_err("%s", err);
-	}
 	free(path);
-	return r;
+	if (r == 0) {
+		release_mailbox(&h);
+		return 0;
+	}
+	if (r == EX_TEMPFAIL)
+		return h.elsewhere ? 2 : 1;
+	return -1;
 }
 
-/* Take the POP3 session lock of the Maildir at path (the one a POP3 session
- * holds for its whole life: maildir_lock), so that no session has the
- * mailbox open while it is moved and none can open it meanwhile. Held by a
- * session: refuse, or with a kicker end the address's sessions and wait a
- * little for the lock to come free. Returns 0 with *fd_r (close it to let
- * go; -1 when the mailbox has no Maildir), or an exit status after saying
- * why. */
-static int hold_mailbox(const char *path, const char *address, struct cli_kicker *kicker,
-                        const char *what, int *fd_r)
+/* Take the POP3 session locks of the mailbox whose Maildir is at path, so
+ * that no session has the mailbox open while it is moved and none can open
+ * it meanwhile. Held by a session: refuse, or with a kicker end the
+ * address's sessions on this server and wait a little for the locks to
+ * come free. Returns 0 with h held (release_mailbox lets go), or an exit
+ * status after saying why. */
+static int hold_mailbox(const struct config *cfg, const char *path, const char *address,
+                        struct cli_kicker *kicker, const char *what, struct mailbox_hold *h)
 {
-	const char *err;
 	struct stat st;
+	bool has_maildir = true;
 	unsigned ended = 0;
 	int r;
 
-	*fd_r = -1;
+	h->fd = -1;
+	h->dir_lock = NULL;
 	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		cli_err("%s: %s", path, strerror(errno));
-		return EX_IOERR;
+		if (errno != ENOENT) {
+			cli_err("%s: %s", path, strerror(errno));
+			return EX_IOERR;
+		}
+		has_maildir = false;
 	}
-	r = maildir_lock(path, fd_r, &err);
-	if (r < 0) {
-		cli_err("cannot lock the Maildir of %s: %s", address, err);
-		return EX_IOERR;
-	}
-	if (r == 0)
-		return 0;
+	r = take_locks(cfg, path, has_maildir, address, h);
+	if (r != EX_TEMPFAIL)
+		return r;
 	if (kicker == NULL) {
-		cli_err("cannot %s %s: a POP3 session has the mailbox open (end it with "
-		        "'pillar kick %s', or add --kick)",
-		        what, address, address);
+		if (h->elsewhere)
+			cli_err("cannot %s %s: a POP3 session has the mailbox open on another "
+			        "server (end it there with 'pillar kick %s')",
+			        what, address, address);
+		else
+			cli_err("cannot %s %s: a POP3 session has the mailbox open (end it with "
+			        "'pillar kick %s', or add --kick)",
+			        what, address, address);
 		return EX_TEMPFAIL;
 	}
 	r = cli_kicker_kick(kicker, address, &ended);
@@ -94,21 +152,26 @@ static int hold_mailbox(const char *path, const char *address, struct cli_kicker
 		        what, address);
 		return EX_TEMPFAIL;
 	}
+	/* A kicked session lets go of the Maildir's lock first and of the
+	 * one in PostgreSQL just after: wait for both. */
 	for (long waited = 0; waited < KICK_WAIT_MS; waited += KICK_POLL_MS) {
 		sleep_ms(KICK_POLL_MS);
-		r = maildir_lock(path, fd_r, &err);
-		if (r < 0) {
-			cli_err("cannot lock the Maildir of %s: %s", address, err);
-			return EX_IOERR;
-		}
+		r = take_locks(cfg, path, has_maildir, address, h);
 		if (r == 0) {
 			printf("%u session%s of %s ended\n", ended, ended == 1 ? "" : "s", address);
 			return 0;
 		}
+		if (r != EX_TEMPFAIL)
+			return r;
 	}
-	cli_err("cannot %s %s: its POP3 session still holds the mailbox %d s after %u "
-	        "session%s were told to end",
-	        what, address, KICK_WAIT_MS / 1000, ended, ended == 1 ? "" : "s");
+	if (h->elsewhere)
+		cli_err("cannot %s %s: a POP3 session on another server still has the mailbox "
+		        "open (end it there with 'pillar kick %s')",
+		        what, address, address);
+	else
+		cli_err("cannot %s %s: its POP3 session still holds the mailbox %d s after %u "
+		        "session%s were told to end",
+		        what, address, KICK_WAIT_MS / 1000, ended, ended == 1 ? "" : "s");
 	return EX_TEMPFAIL;
 }
 
@@ -161,7 +224,8 @@ int cli_user_del(struct dir *dir, const struct config *cfg, const char *address,
 	const char *err;
 	struct stat st;
 	struct alias_refs ar = {.address = address};
-	int r, status = 0, lock_fd = -1;
+	struct mailbox_hold hold = {.fd = -1};
+	int r, status = 0;
 
 	r = cli_user_exists(dir, address);
 	if (r <= 0) {
@@ -175,11 +239,11 @@ int cli_user_del(struct dir *dir, const struct config *cfg, const char *address,
 		free(path);
 		return 1;
 	}
-	status = hold_mailbox(path, address, kicker, "delete", &lock_fd);
+	status = hold_mailbox(cfg, path, address, kicker, "delete", &hold);
 	if (status != 0)
 		goto out;
 
-	if (lock_fd >= 0) {
+	if (hold.fd >= 0) {
 		long long now = (long long)time(NULL);
 
 		if (purge) {
@@ -238,8 +302,7 @@ int cli_user_del(struct dir *dir, const struct config *cfg, const char *address,
 	for (size_t i = 0; i < ar.aliases.count; i++)
 		printf("alias %s no longer delivers to %s\n", ar.aliases.items[i], address);
 out:
-	if (lock_fd >= 0)
-		close(lock_fd);
+	release_mailbox(&hold);
 	strlist_free(&ar.aliases);
 	free(path);
 	free(moved);
@@ -280,8 +343,10 @@ static int alias_exists(struct dir *dir, const char *address)
  * (dir_user_rename); the directory is renamed first and renamed back if the
  * row cannot change, so a failure anywhere leaves both as they were. The
  * message files are not renamed, so their UIDLs stay. Throughout, this
- * command holds the mailbox's POP3 session lock (taken on the old Maildir;
- * the lock file moves with it), so no session has it open or opens it.
+ * command holds the mailbox's POP3 session locks (the Maildir's taken on the
+ * old Maildir, whose lock file moves with it; the one in PostgreSQL on the
+ * old address, which no session can log in as once the row has changed),
+ * so no session has it open or opens it.
  *
  * Delivery has no lock: one that resolved OLD before the row changed opens
  * the old path. If it opened the Maildir before the rename, it writes
@@ -298,8 +363,9 @@ int cli_user_rename(struct dir *dir, const struct config *cfg, const char *from,
 	char *old_parent = parent_of(old_path), *new_parent = parent_of(new_path);
 	struct alias_refs ar = {.address = from};
 	bool made_parent = false, moved = false;
+	struct mailbox_hold hold = {.fd = -1};
 	struct stat st;
-	int r, status = 0, lock_fd = -1;
+	int r, status = 0;
 
 	r = cli_user_exists(dir, from);
 	if (r <= 0) {
@@ -342,10 +408,10 @@ int cli_user_rename(struct dir *dir, const struct config *cfg, const char *from,
 		goto out;
 	}
 
-	status = hold_mailbox(old_path, from, kicker, "rename", &lock_fd);
+	status = hold_mailbox(cfg, old_path, from, kicker, "rename", &hold);
 	if (status != 0)
 		goto out;
-	if (lock_fd >= 0) {
+	if (hold.fd >= 0) {
 		if (mkdir(new_parent, 0700) == 0)
 			made_parent = true;
 		else if (errno != EEXIST) {
@@ -387,8 +453,7 @@ undo:
 	else if (made_parent)
 		rmdir(new_parent);
 out:
-	if (lock_fd >= 0)
-		close(lock_fd);
+	release_mailbox(&hold);
 	strlist_free(&ar.aliases);
 	free(old_path);
 	free(new_path);

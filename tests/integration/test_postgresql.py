@@ -12,6 +12,7 @@ Skipped when PostgreSQL's server programs are not installed (Debian
 package `postgresql`).
 """
 
+import hashlib
 import json
 import os
 import poplib
@@ -33,6 +34,7 @@ from harness import (
     USER,
     BOB,
     BOB_PASSWORD,
+    Closed,
     Conn,
     PILLAR_BIN,
     free_port,
@@ -363,6 +365,193 @@ def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
         assert c.stat()[0] == len(accepted)
         c.ok("QUIT")
         c.close()
+
+
+EX_TEMPFAIL = 75
+
+
+def mailbox_lock_key(address):
+    """The key of a mailbox's session lock in PostgreSQL, derived as the
+    server derives it (src/directory/lock.c): the first 8 bytes of SHA-256
+    of the address, as a big-endian signed bigint."""
+    return int.from_bytes(hashlib.sha256(address.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_holders(cluster, url, address):
+    """How many connections hold the session lock of address in url's
+    database (a bigint advisory lock shows as classid = high 32 bits,
+    objid = low 32 bits, objsubid = 1)."""
+    key = mailbox_lock_key(address) & 0xFFFFFFFFFFFFFFFF
+    dbname = url.rsplit("/", 1)[1]
+    rows = cluster.psql("postgres",
+                        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON l.database = d.oid"
+                        " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted"
+                        f" AND l.classid = {key >> 32} AND l.objid = {key & 0xFFFFFFFF}"
+                        f" AND d.datname = '{dbname}'")
+    return int(rows[0][0])
+
+
+class ForeignLock:
+    """A POP3 session on another server, as far as PostgreSQL can tell: a
+    psql connection of its own holding the mailbox's session lock until
+    release()."""
+
+    def __init__(self, cluster, url, address):
+        self.cluster, self.url, self.address = cluster, url, address
+        self.proc = subprocess.Popen(["psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1", url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.proc.stdin.write(
+            f"SELECT pg_try_advisory_lock({mailbox_lock_key(address)});\n".encode())
+        self.proc.stdin.flush()
+        wait_for(lambda: lock_holders(cluster, url, address) == 1, 10,
+                 f"psql to take the session lock of {address}")
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write(
+                f"SELECT pg_advisory_unlock({mailbox_lock_key(self.address)});\n".encode())
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        wait_for(lambda: lock_holders(self.cluster, self.url, self.address) == 0, 10,
+                 f"the session lock of {self.address} to go")
+
+
+def user_addresses(inst):
+    return sorted(u["address"] for u in json.loads(inst.cli("user", "list", "--json").stdout_text))
+
+
+def assert_refused(r, address, what):
+    assert r.returncode == EX_TEMPFAIL, (r.returncode, r.stdout_text, r.stderr_text)
+    assert f"cannot {what}" in r.stderr_text and address in r.stderr_text, r.stderr_text
+    assert "a POP3 session has" in r.stderr_text and "another server" in r.stderr_text, \
+        r.stderr_text
+    assert r.stderr_text.count("\n") == 1, r.stderr_text
+
+
+def test_user_del_and_rename_refuse_while_another_server_holds_the_mailbox(
+        make_pillar, cluster, db):
+    inst = pg_pillar(make_pillar, db, smtp=True)
+    inst.add_user(USER, PASSWORD)
+    inst.add_user(BOB, BOB_PASSWORD)
+    inst.cli("alias", "add", f"team@{DOMAIN}", BOB)
+    s = inst.smtplib()
+    s.sendmail("sender@example.org", [BOB], message(1))
+    s.quit()
+    inst.wait_stored(BOB, 1)
+
+    # The key computed here is the one the server takes for a session.
+    with inst.session(BOB, BOB_PASSWORD) as c:
+        c.stat()
+        assert lock_holders(cluster, db, BOB) == 1
+        assert lock_holders(cluster, db, USER) == 0
+        c.ok("QUIT")
+    wait_for(lambda: lock_holders(cluster, db, BOB) == 0, 10, "the session's lock to go")
+
+    maildir = inst.maildir(BOB)
+    files = sorted(str(f.relative_to(maildir)) for f in maildir.rglob("*"))
+    held = ForeignLock(cluster, db, BOB)
+    try:
+        for args, what in ((("user", "del", BOB), "delete"),
+                           (("user", "del", BOB, "--purge"), "delete"),
+                           (("user", "rename", BOB, f"robert@{DOMAIN}"), "rename")):
+            r = inst.cli(*args, check=False)
+            assert_refused(r, BOB, what)
+            # Nothing changed: the rows, the alias, the Maildir, no copy kept.
+            assert user_addresses(inst) == sorted([USER, BOB])
+            assert f"team@{DOMAIN}" in inst.cli("alias", "list").stdout_text
+            assert sorted(str(f.relative_to(maildir)) for f in maildir.rglob("*")) == files
+            assert not inst.maildir(f"robert@{DOMAIN}").exists()
+            assert not (inst.dir / "deleted").exists() or not any((inst.dir / "deleted").iterdir())
+        # --kick ends this server's sessions only; the other server's stays,
+        # and the command still refuses (after waiting for it a little).
+        r = inst.cli("user", "del", BOB, "--kick", check=False)
+        assert r.returncode == EX_TEMPFAIL, (r.returncode, r.stderr_text)
+        assert "another server" in r.stderr_text and BOB in r.stderr_text, r.stderr_text
+        assert user_addresses(inst) == sorted([USER, BOB])
+        # The refusals took nothing from the other holder, and kept nothing.
+        assert lock_holders(cluster, db, BOB) == 1
+        # Another mailbox is not held: it can go meanwhile.
+        r = inst.cli("user", "rename", USER, f"alice2@{DOMAIN}")
+        assert "renamed" in r.stdout_text
+    finally:
+        held.release()
+
+    r = inst.cli("user", "rename", BOB, f"robert@{DOMAIN}")
+    assert "renamed" in r.stdout_text, r.stdout_text
+    assert not maildir.exists() and inst.maildir(f"robert@{DOMAIN}").is_dir()
+    assert user_addresses(inst) == sorted([f"alice2@{DOMAIN}", f"robert@{DOMAIN}"])
+    r = inst.cli("user", "del", f"robert@{DOMAIN}", "--purge")
+    assert "mail removed" in r.stdout_text, r.stdout_text
+    assert user_addresses(inst) == [f"alice2@{DOMAIN}"]
+    # The commands let go of the locks they took.
+    assert advisory_locks(cluster, db) == 0
+
+
+def test_domain_del_force_refuses_while_a_session_on_another_server_has_a_mailbox(
+        make_pillar, cluster, db):
+    """A real POP3 session on a second server with a mail root of its own:
+    only PostgreSQL knows that the mailbox is open."""
+    a = pg_pillar(make_pillar, db, hostname="a.test")
+    a.add_user(USER, PASSWORD)
+    a.add_user(BOB, BOB_PASSWORD)
+    b = make_pillar(init_args=("--directory", db, "--hostname", "b.test"), domain=False)
+    assert a.mail_root != b.mail_root
+    b.ensure_maildir(BOB)
+
+    # BOB sorts after USER: a check that missed BOB's session would have
+    # deleted USER before finding out.
+    c = b.session(BOB, BOB_PASSWORD)
+    try:
+        c.stat()
+        r = a.cli("domain", "del", DOMAIN, "--force", check=False)
+        assert r.returncode == EX_TEMPFAIL, (r.returncode, r.stdout_text, r.stderr_text)
+        assert f"cannot delete domain {DOMAIN}" in r.stderr_text, r.stderr_text
+        assert BOB in r.stderr_text and "another server" in r.stderr_text, r.stderr_text
+        assert user_addresses(a) == sorted([USER, BOB])
+        assert a.maildir(USER).is_dir() and a.maildir(BOB).is_dir()
+        assert DOMAIN in a.cli("domain", "list").stdout_text
+        r = a.cli("user", "del", BOB, check=False)
+        assert_refused(r, BOB, "delete")
+        assert user_addresses(a) == sorted([USER, BOB])
+        c.ok("STAT")  # the session is untouched
+        c.ok("QUIT")
+    finally:
+        c.close()
+
+    wait_for(lambda: advisory_locks(cluster, db) == 0, 10, "b's session lock to go")
+    r = a.cli("domain", "del", DOMAIN, "--force")
+    assert f"domain {DOMAIN} deleted" in r.stdout_text, r.stdout_text
+    assert user_addresses(a) == []
+    assert advisory_locks(cluster, db) == 0
+
+
+def test_user_rename_and_del_kick_a_session_of_this_server(make_pillar, cluster, db):
+    """A session here holds both locks, the Maildir's and PostgreSQL's, and
+    lets go of the second just after the first: --kick waits for both."""
+    inst = pg_pillar(make_pillar, db)
+    inst.add_user(USER, PASSWORD)
+    new = f"alice2@{DOMAIN}"
+    for args, done in ((("user", "rename", USER, new), "renamed"),
+                       (("user", "del", new), "deleted")):
+        address = args[2]
+        c = inst.session(address, PASSWORD)
+        try:
+            c.stat()
+            assert lock_holders(cluster, db, address) == 1
+            r = inst.cli(*args, check=False)
+            assert r.returncode == EX_TEMPFAIL, (r.returncode, r.stderr_text)
+            assert "'pillar kick" in r.stderr_text and "another server" not in r.stderr_text, \
+                r.stderr_text
+            r = inst.cli(*args, "--kick")
+            assert f"1 session of {address} ended" in r.stdout_text, r.stdout_text
+            assert done in r.stdout_text, r.stdout_text
+            with pytest.raises(Closed):
+                c.cmd("STAT")
+        finally:
+            c.close()
+    assert user_addresses(inst) == []
+    assert advisory_locks(cluster, db) == 0
 
 
 def sqlite_rows(path, sql):
