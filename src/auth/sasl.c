@@ -102,6 +102,25 @@ bool sasl_mech_allowed(const char *mech, bool plaintext_ok, bool have_cb)
 	return (plaintext_ok || !mechs[m].plaintext) && (have_cb || !mechs[m].needs_cb);
 }
 
+const char *sasl_mech_check(const char *mech, size_t cb_len, const char **error_r)
+{
+	int m = find_mech(mech);
+
+	if (m < 0) {
+		*error_r = "unknown SASL mechanism";
+		return NULL;
+	}
+	if (cb_len > SCRAM_CB_MAX) {
+		*error_r = "channel binding data too long";
+		return NULL;
+	}
+	if (mechs[m].needs_cb && cb_len == 0) {
+		*error_r = "SCRAM-SHA-256-PLUS needs channel binding (TLS 1.3)";
+		return NULL;
+	}
+	return mechs[m].name;
+}
+
 int sasl_start(const struct config *cfg, const char *mech, const void *cb, size_t cb_len,
                struct sasl_session **s_r, const char **error_r)
 {
@@ -109,18 +128,12 @@ int sasl_start(const struct config *cfg, const char *mech, const void *cb, size_
 	int m = find_mech(mech);
 
 	*s_r = NULL;
-	if (m < 0) {
-		*error_r = "unknown SASL mechanism";
-		return -1;
-	}
-	if (cb_len > SCRAM_CB_MAX || (cb == NULL && cb_len > 0)) {
+	if (cb == NULL && cb_len > 0) {
 		*error_r = "channel binding data too long";
 		return -1;
 	}
-	if (mechs[m].needs_cb && cb_len == 0) {
-		*error_r = "SCRAM-SHA-256-PLUS needs channel binding (TLS 1.3)";
+	if (sasl_mech_check(mech, cb_len, error_r) == NULL)
 		return -1;
-	}
 	s = xcalloc(1, sizeof(*s));
 	s->cfg = cfg;
 	s->mech = (enum sasl_mech)m;

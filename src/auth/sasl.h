@@ -80,6 +80,12 @@ const char *sasl_mechanisms(bool plaintext_ok, bool have_cb);
  * would offer with the same arguments. Check it before sasl_start. */
 bool sasl_mech_allowed(const char *mech, bool plaintext_ok, bool have_cb);
 
+/* Whether sasl_start would accept mech (any case) with cb_len bytes of
+ * channel binding: returns the mechanism's canonical name, or NULL with
+ * *error_r (the same errors sasl_start gives). Pure, for a caller that runs
+ * the exchange in another process (auth/authc.h). */
+const char *sasl_mech_check(const char *mech, size_t cb_len, const char **error_r);
+
 /* Begin an exchange for mech (any case). cb/cb_len: the connection's
  * tls-exporter channel binding (RFC 9266: SSL_export_keying_material with
  * label "EXPORTER-Channel-Binding", no context, 32 bytes) when the

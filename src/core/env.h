@@ -1,7 +1,8 @@
 /* What a protocol session needs from the worker process it lives in: the
- * event loop, the thread pool, the configuration, and a registry of live
- * clients so the worker can shut them down gracefully. Kept here, below
- * every protocol, so sessions never reach up into the server module. */
+ * event loop, the thread pool, the configuration, the auth process's
+ * client (auth/authc.h), and a registry of live clients so the worker can
+ * shut them down gracefully. Kept here, below every protocol, so sessions
+ * never reach up into the server module. */
 #ifndef PILLAR_CORE_ENV_H
 #define PILLAR_CORE_ENV_H
 
@@ -14,6 +15,7 @@ struct pool;
 struct config;
 struct tls_ctx;
 struct penalty;
+struct authc;
 
 /* What `pillar who` shows of one client. Strings stay valid until the
  * client's next event. */
@@ -45,6 +47,7 @@ struct worker_env {
 	const struct config *cfg;
 	struct tls_ctx *tls;       /* NULL when no certificate is configured */
 	struct penalty *penalty;   /* failed logins per client address, all workers */
+	struct authc *auth;        /* the auth process: every credential check */
 	struct env_client clients; /* list head */
 	size_t nclients;
 	bool stopping;  /* no new sessions; exit when the last one is gone */

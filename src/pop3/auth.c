@@ -1,16 +1,18 @@
-/* POP3 AUTH (RFC 5034): SASL on the login side. The mechanisms are in
- * auth/sasl.c; here are only the lines: the command, "+ " challenges, the
- * client's answers, "*" to cancel. Every step runs on the pool (it may
- * hash or query the directory) with the connection paused. */
+/* POP3 AUTH (RFC 5034): SASL on the login side. The mechanisms run in the
+ * auth process (auth/sasl.c behind auth/authc.h); here are only the lines:
+ * the command, "+ " challenges, the client's answers, "*" to cancel. Every
+ * step goes to the auth process (it may hash or query the directory) with
+ * the connection paused. */
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/authc.h"
 #include "auth/sasl.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "core/log.h"
-#include "core/pool.h"
 #include "core/util.h"
 #include "net/conn.h"
 #include "pop3/internal.h"
@@ -18,52 +20,34 @@
 
 void pop3_sasl_clear(struct pop3_login *l)
 {
-	sasl_free(&l->sasl);
-	if (l->sasl_in != NULL) {
-		OPENSSL_cleanse(l->sasl_in, strlen(l->sasl_in));
-		x_free(&l->sasl_in);
-	}
-	x_free(&l->sasl_out);
+	authc_sasl_free(&l->sasl);
 	if (l->conn != NULL)
 		conn_set_max_line(l->conn, POP3_MAX_LINE);
-}
-
-static void sasl_work(void *arg)
-{
-	struct pop3_login *l = arg;
-	/* Only the sasl fields are touched off the loop; the loop leaves them
-	 * alone while l->busy is set. */
-	l->sasl_result = sasl_step(l->sasl, l->sasl_in, &l->sasl_out);
 }
 
 static void sasl_done(void *arg)
 {
 	struct pop3_login *l = arg;
 
-	if (l->sasl_in != NULL) {
-		OPENSSL_cleanse(l->sasl_in, strlen(l->sasl_in));
-		x_free(&l->sasl_in);
-	}
 	if (pop3_login_job_done(l))
 		return;
-	enum sasl_step r = (enum sasl_step)l->sasl_result;
+	enum sasl_step r = authc_sasl_result(l->sasl);
 	if (r == SASL_CONTINUE) {
-		conn_printf(l->conn, "+ %s\r\n", l->sasl_out);
-		x_free(&l->sasl_out);
+		conn_printf(l->conn, "+ %s\r\n", authc_sasl_challenge(l->sasl));
 		conn_resume(l->conn);
 		return;
 	}
 	/* The exchange is over: copy what we still need, then end it. */
 	char user[DIR_ADDRESS_MAX + 1] = "", name[DIR_ADDRESS_MAX + 1] = "";
-	const char *why = sasl_error(l->sasl);
+	const char *why = authc_sasl_error(l->sasl);
 	char error[160];
 	snprintf(error, sizeof(error), "%s", why != NULL ? why : "unknown");
-	if (sasl_user(l->sasl) != NULL)
-		snprintf(user, sizeof(user), "%s", sasl_user(l->sasl));
-	if (sasl_login_name(l->sasl) != NULL)
-		snprintf(name, sizeof(name), "%s", sasl_login_name(l->sasl));
+	if (authc_sasl_user(l->sasl) != NULL)
+		snprintf(user, sizeof(user), "%s", authc_sasl_user(l->sasl));
+	if (authc_sasl_login_name(l->sasl) != NULL)
+		snprintf(name, sizeof(name), "%s", authc_sasl_login_name(l->sasl));
 	char mech[32];
-	snprintf(mech, sizeof(mech), "%s", sasl_mech_name(l->sasl));
+	snprintf(mech, sizeof(mech), "%s", authc_sasl_mech_name(l->sasl));
 	pop3_sasl_clear(l);
 
 	switch (r) {
@@ -93,10 +77,10 @@ static void sasl_done(void *arg)
 
 static void sasl_next(struct pop3_login *l, const char *in)
 {
-	l->sasl_in = in != NULL ? xstrdup(in) : NULL;
 	l->busy = true;
 	conn_pause(l->conn);
-	pool_submit_slow(l->env->pool, sasl_work, sasl_done, l);
+	/* The line is copied into the request, and wiped there once sent. */
+	authc_sasl_step(l->sasl, in, sasl_done, l);
 }
 
 void pop3_sasl_line(struct pop3_login *l, char *line, size_t len)
@@ -117,6 +101,8 @@ void pop3_sasl_line(struct pop3_login *l, char *line, size_t len)
 		return;
 	}
 	sasl_next(l, line);
+	/* The answer may carry a password (PLAIN, LOGIN). */
+	OPENSSL_cleanse(line, len);
 }
 
 int pop3_login_auth(struct pop3_login *l, const struct pop3_cmd *cmd)
@@ -145,8 +131,9 @@ int pop3_login_auth(struct pop3_login *l, const struct pop3_cmd *cmd)
 		return -1;
 	}
 	const char *error;
-	if (sasl_start(l->env->cfg, mech, have_cb ? cb : NULL, have_cb ? sizeof(cb) : 0, &l->sasl,
-	               &error) < 0) {
+	l->sasl = authc_sasl_new(l->env->auth, mech, have_cb ? cb : NULL, have_cb ? sizeof(cb) : 0,
+	                         &error);
+	if (l->sasl == NULL) {
 		conn_printf(l->conn, "-ERR %s\r\n", error);
 		return -1;
 	}

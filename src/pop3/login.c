@@ -8,12 +8,11 @@
 #include <string.h>
 
 #include "auth/apop.h"
+#include "auth/authc.h"
 #include "auth/penalty.h"
-#include "auth/verify.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "core/log.h"
-#include "core/pool.h"
 #include "core/text.h"
 #include "core/util.h"
 #include "net/conn.h"
@@ -25,17 +24,19 @@
 /* Failed logins in one connection before it is closed. */
 #define POP3_MAX_AUTH_FAILURES 3
 
+/* A PASS or APOP check on its way through the auth process. */
+struct pop3_check {
+	struct authc_verify v;
+	char name[DIR_ADDRESS_MAX + 1]; /* the user name given, for the log */
+};
+
 static void login_free(struct pop3_login *l)
 {
 	env_client_remove(l->env, &l->node);
 	if (l->delay != NULL)
 		event_free(l->delay);
-	if (l->req != NULL) {
-		auth_request_clear(l->req);
-		free(l->req);
-	}
+	free(l->check);
 	pop3_sasl_clear(l);
-	free(l->apop);
 	free(l->apop_ts);
 	free(l);
 }
@@ -210,24 +211,30 @@ static void login_outcome(struct pop3_login *l, enum auth_result result, const c
 	}
 }
 
-static void apop_work(void *arg)
+/* The auth process has answered a PASS or APOP. */
+static void check_done(void *arg)
 {
 	struct pop3_login *l = arg;
-	apop_verify_work(l->apop); /* only l->apop is touched off the loop */
+	struct pop3_check *ck = l->check;
+
+	l->check = NULL;
+	if (!pop3_login_job_done(l))
+		login_outcome(l, ck->v.result, ck->v.address, ck->name, ck->v.error);
+	free(ck);
 }
 
-static void apop_done(void *arg)
+/* Start a check: the connection waits (paused) for check_done. */
+static struct pop3_check *check_begin(struct pop3_login *l, const char *name)
 {
-	struct pop3_login *l = arg;
-	struct apop_request *req = l->apop;
+	struct pop3_check *ck = xcalloc(1, sizeof(*ck));
 
-	l->apop = NULL;
-	if (pop3_login_job_done(l)) {
-		free(req);
-		return;
-	}
-	login_outcome(l, req->result, req->address, req->user, req->error);
-	free(req);
+	/* A name too long to be anybody's is logged as empty. */
+	if (strlen(name) < sizeof(ck->name))
+		memcpy(ck->name, name, strlen(name) + 1);
+	l->check = ck;
+	l->busy = true;
+	conn_pause(l->conn);
+	return ck;
 }
 
 int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd)
@@ -238,11 +245,8 @@ int pop3_login_apop(struct pop3_login *l, const struct pop3_cmd *cmd)
 		    "-ERR [AUTH] APOP is not enabled on this server; use USER and PASS\r\n");
 		return 0;
 	}
-	l->apop = xmalloc(sizeof(*l->apop));
-	apop_request_init(l->apop, l->env->cfg, cmd->argv[0], l->apop_ts, cmd->argv[1]);
-	l->busy = true;
-	conn_pause(l->conn);
-	pool_submit_slow(l->env->pool, apop_work, apop_done, l);
+	struct pop3_check *ck = check_begin(l, cmd->argv[0]);
+	authc_apop(l->env->auth, cmd->argv[0], l->apop_ts, cmd->argv[1], &ck->v, check_done, l);
 	return 0;
 }
 
@@ -401,28 +405,6 @@ void pop3_login_failed(struct pop3_login *l, const char *name)
 	evtimer_add(l->delay, &tv);
 }
 
-static void login_auth_done(void *arg)
-{
-	struct pop3_login *l = arg;
-	struct auth_request *req = l->req;
-
-	l->req = NULL;
-	if (pop3_login_job_done(l)) {
-		free(req);
-		return;
-	}
-	login_outcome(l, req->result, req->address, req->user, req->error);
-	free(req);
-}
-
-static void login_auth_work(void *arg)
-{
-	struct pop3_login *l = arg;
-	/* Only l->req is touched off the loop; nothing else changes it while
-	 * l->busy is set. */
-	auth_verify_work(l->req);
-}
-
 int pop3_login_pass(struct pop3_login *l, const struct pop3_cmd *cmd)
 {
 	if (!pop3_plaintext_allowed(l->env, l->conn))
@@ -432,10 +414,9 @@ int pop3_login_pass(struct pop3_login *l, const struct pop3_cmd *cmd)
 		return -1;
 	}
 	l->have_user = false;
-	l->req = xmalloc(sizeof(*l->req));
-	auth_request_init(l->req, l->env->cfg, l->user, cmd->argv[0]);
-	l->busy = true;
-	conn_pause(l->conn);
-	pool_submit_slow(l->env->pool, login_auth_work, login_auth_done, l);
+	/* The password is copied into the request: the line that holds it is
+	 * wiped when this returns. */
+	struct pop3_check *ck = check_begin(l, l->user);
+	authc_pass(l->env->auth, l->user, cmd->argv[0], &ck->v, check_done, l);
 	return 0;
 }

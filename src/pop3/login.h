@@ -10,23 +10,18 @@
 #include "directory/directory.h"
 #include "pop3/internal.h"
 
-struct auth_request;
-struct sasl_session;
-struct apop_request;
+struct authc_sasl;
+struct pop3_check;
 struct event;
 
 struct pop3_login {
 	struct env_client node; /* first: the env hands us back by it */
 	struct worker_env *env;
 	struct conn *conn;
-	struct auth_request *req;  /* while a verification runs */
-	struct sasl_session *sasl; /* while an AUTH exchange runs */
-	struct apop_request *apop; /* while an APOP check runs */
-	char *apop_ts;             /* the greeting's timestamp, when APOP is on */
-	char *sasl_in;             /* the client's line for the next step */
-	char *sasl_out;            /* the step's challenge */
-	int sasl_result;           /* enum sasl_step of the last step */
-	struct event *delay;       /* auth_failure_delay before the -ERR */
+	struct pop3_check *check; /* while a PASS or APOP check runs */
+	struct authc_sasl *sasl;  /* while an AUTH exchange runs */
+	char *apop_ts;            /* the greeting's timestamp, when APOP is on */
+	struct event *delay;      /* auth_failure_delay before the -ERR */
 	uint64_t connected_ms;
 	int64_t since;
 	unsigned failures;
@@ -48,9 +43,10 @@ void pop3_login_failed(struct pop3_login *l, const char *name);
 void pop3_login_locked(struct pop3_login *l, const char *address);
 void pop3_login_tempfail(struct pop3_login *l, const char *error);
 
-/* A pool job or a delay of this login has finished: returns true when the
- * login is over (freed because the connection went away, or told that the
- * server is stopping) and must not be touched again. */
+/* A check by the auth process or a delay of this login has finished:
+ * returns true when the login is over (freed because the connection went
+ * away, or told that the server is stopping) and must not be touched
+ * again. */
 bool pop3_login_job_done(struct pop3_login *l);
 
 /* auth.c: a line that answers a SASL challenge. */

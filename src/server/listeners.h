@@ -37,15 +37,17 @@ void listeners_close(struct listener_set *set, int unlink_paths);
 struct iplimit;
 struct penalty;
 struct tls_ctx;
+struct authp_addr;
 struct worker_params {
 	const struct config *cfg;
 	const struct listener_set *listeners;
 	struct tls_ctx *tls;
 	struct iplimit *ipl;
 	struct penalty *penalty;
-	unsigned slot;    /* unique among live workers (per-IP table, logs) */
-	int ctl;          /* this worker's end of the control channel */
-	bool housekeeper; /* the first of its generation: runs the Maildir sweeps */
+	unsigned slot;                 /* unique among live workers (per-IP table, logs) */
+	int ctl;                       /* this worker's end of the control channel */
+	bool housekeeper;              /* the first of its generation: runs the Maildir sweeps */
+	const struct authp_addr *auth; /* its generation's auth process */
 };
 int worker_main(const struct worker_params *p);
 

@@ -59,6 +59,7 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		if (m->control_client >= 0) /* else it never sees its answer end */
 			close(m->control_client);
 		close(m->sigfd);
+		authproc_close_fds(m);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
 		struct worker_params p = {
@@ -70,6 +71,7 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		    .slot = slot_number(m, slot),
 		    .ctl = pair[1],
 		    .housekeeper = slot->index == 0,
+		    .auth = authproc_addr(m, slot->generation),
 		};
 		int status = worker_main(&p);
 		exit(status);
@@ -94,6 +96,7 @@ static struct worker_slot *free_slot(struct master *m)
 static void spawn_generation(struct master *m)
 {
 	m->generation++;
+	authproc_start_generation(m);
 	for (unsigned i = 0; i < m->cfg->workers; i++) {
 		struct worker_slot *slot = free_slot(m);
 		if (slot == NULL) {
@@ -136,6 +139,8 @@ static void reap(struct master *m)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (authproc_reap(m, pid, status))
+			continue;
 		struct worker_slot *s = NULL;
 		for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
 			if (m->slots[i].in_use && m->slots[i].pid == pid)
@@ -248,6 +253,8 @@ void master_stop(struct master *m, uint64_t grace_ms)
 		if (s->ctl < 0 || send(s->ctl, req, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) != n)
 			kill(s->pid, SIGTERM);
 	}
+	/* They stop taking connections and exit when the workers have gone. */
+	authproc_signal(m, SIGTERM);
 }
 
 static void daemonize(void)
@@ -292,11 +299,12 @@ static int master_loop(struct master *m)
 {
 	for (;;) {
 		uint64_t now = now_ms();
-		if (m->stopping && live_workers(m) == 0)
+		if (m->stopping && live_workers(m) == 0 && authproc_live(m) == 0)
 			return 0;
 		if (m->stopping && now >= m->stop_deadline_ms) {
 			log_warn("workers did not stop in time; killing them");
 			signal_workers(m, SIGKILL, false);
+			authproc_signal(m, SIGKILL);
 			m->stop_deadline_ms = now + 60000;
 		}
 		/* Sleep until a signal or the next scheduled restart. */
@@ -313,6 +321,7 @@ static int master_loop(struct master *m)
 			if (timeout < 0 || left < timeout)
 				timeout = left;
 		}
+		authproc_tick(m, now, &timeout);
 		if (m->stopping) {
 			int left = (int)(m->stop_deadline_ms - now);
 			if (timeout < 0 || left < timeout)
@@ -413,6 +422,7 @@ int server_run(struct config *cfg, bool foreground)
 	int status = master_loop(&m);
 
 	listeners_close(&m.listeners, 1);
+	authproc_close(&m);
 	if (m.pidfile != NULL) {
 		unlink(m.pidfile);
 		x_free(&m.pidfile);

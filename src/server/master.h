@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "auth/authproto.h"
 #include "server/listeners.h"
 
 struct config;
@@ -37,6 +38,21 @@ struct worker_slot {
 	int ctl; /* master's end of the control channel, -1 if none */
 };
 
+/* Auth processes (auth/authd.h): one per worker generation, the current
+ * one and those still draining after reloads. */
+#define AUTHPROC_MAX 16
+
+struct authproc {
+	bool in_use;
+	bool draining; /* an old generation's: told to drain, never restarted */
+	unsigned generation;
+	pid_t pid;              /* 0: not running */
+	int listen_fd;          /* the master's copy, kept across restarts */
+	struct authp_addr addr; /* what the generation's workers connect to */
+	uint64_t started_ms;
+	uint64_t restart_at_ms; /* 0: running or not to be restarted */
+};
+
 struct master {
 	struct config *cfg;
 	struct listener_set listeners;
@@ -52,6 +68,7 @@ struct master {
 	struct tls_ctx *tls;
 	int control;        /* the control socket, -1 if none */
 	int control_client; /* the client being served, -1 if none */
+	struct authproc auth[AUTHPROC_MAX];
 };
 
 /* Re-read the config, certificates and listeners; on success start a new
@@ -68,6 +85,31 @@ int control_open(struct master *m, char *err, size_t errlen);
 void control_close(struct master *m);
 /* Serve one waiting client of the control socket (call when readable). */
 void control_serve(struct master *m);
+
+/* authproc.c: the auth processes. The master calls these at a few points:
+ * spawn_generation (authproc_start_generation: a listening socket and an
+ * auth process for the new generation; older ones are told to drain),
+ * spawn_worker (authproc_addr for the worker's parameters, and
+ * authproc_close_fds in the child), reap (authproc_reap), its loop
+ * (authproc_tick, authproc_live), stop (authproc_signal) and exit
+ * (authproc_close). */
+void authproc_start_generation(struct master *m);
+/* The socket address of a generation's auth process, NULL if it has none. */
+const struct authp_addr *authproc_addr(const struct master *m, unsigned generation);
+/* Whether pid was an auth process; if so it is dealt with: one of the
+ * current generation is restarted (after RESTART_BACKOFF_MS when it died
+ * young), a draining one forgotten. */
+bool authproc_reap(struct master *m, pid_t pid, int status);
+/* Restart what is due; lower *timeout_ms (-1: none) to the next restart. */
+void authproc_tick(struct master *m, uint64_t now, int *timeout_ms);
+/* Auth processes running. */
+size_t authproc_live(const struct master *m);
+/* Signal every auth process (SIGTERM: drain and exit; SIGKILL). */
+void authproc_signal(struct master *m, int sig);
+/* In a child the master forked: close the master's listening sockets. */
+void authproc_close_fds(struct master *m);
+/* At exit: close everything. */
+void authproc_close(struct master *m);
 
 /* Worker side of the control channel: answer the master's requests (who,
  * kick) and obey stop. Free the returned bufferevent at exit. */

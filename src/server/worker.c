@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/authc.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "core/log.h"
@@ -180,6 +181,8 @@ int worker_main(const struct worker_params *p)
 	/* Enough threads to keep the cores hashing, plus one that only does
 	 * quick work (lookups, scans, fsyncs): see pool_submit_slow. */
 	w.env.pool = pool_new(w.env.base, (threads < 2 ? 2 : threads) + 1);
+	/* Every credential check goes to the generation's auth process. */
+	w.env.auth = authc_new(w.env.base, p->auth);
 
 	signal(SIGPIPE, SIG_IGN);
 	w.sig_term = evsignal_new(w.env.base, SIGTERM, signal_cb, &w);
@@ -234,6 +237,7 @@ int worker_main(const struct worker_params *p)
 	worker_accept_cleanup(&w);
 	free(w.proxies);
 	pool_free(&w.env.pool);
+	authc_free(&w.env.auth);
 	for (size_t i = 0; i < w.nlisteners; i++)
 		event_free(w.listeners[i].backoff);
 	free(w.listeners);

@@ -1,6 +1,7 @@
 /* SMTP AUTH (RFC 4954) for SMTP and LMTP: the lines around the SASL
- * mechanisms of auth/sasl.c — the command, "334" challenges, the client's
- * answers, "*" to cancel. Steps run on the pool with the session paused.
+ * mechanisms, which run in the auth process (auth/sasl.c behind
+ * auth/authc.h) — the command, "334" challenges, the client's answers, "*"
+ * to cancel. Steps go to the auth process with the session paused.
  * Authentication only marks the session (Received: says ESMTPA); Pillar
  * accepts mail for its own domains only, authenticated or not. */
 #include <event2/event.h>
@@ -9,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/authc.h"
 #include "auth/penalty.h"
 #include "auth/sasl.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "core/pool.h"
 #include "core/text.h"
 #include "core/util.h"
 #include "net/conn.h"
@@ -47,12 +48,7 @@ const char *smtp_auth_mechanisms(struct smtp_session *s)
 
 void smtp_sasl_clear(struct smtp_session *s)
 {
-	sasl_free(&s->sasl);
-	if (s->sasl_in != NULL) {
-		OPENSSL_cleanse(s->sasl_in, strlen(s->sasl_in));
-		x_free(&s->sasl_in);
-	}
-	x_free(&s->sasl_out);
+	authc_sasl_free(&s->sasl);
 	if (s->conn != NULL)
 		conn_set_max_line(s->conn, SMTP_MAX_LINE);
 }
@@ -94,41 +90,29 @@ static void auth_failed(struct smtp_session *s, const char *name)
 	evtimer_add(s->auth_delay, &tv);
 }
 
-static void sasl_work(void *arg)
-{
-	struct smtp_session *s = arg;
-	/* Only the sasl fields are touched off the loop. */
-	s->sasl_result = sasl_step(s->sasl, s->sasl_in, &s->sasl_out);
-}
-
 static void sasl_done(void *arg)
 {
 	struct smtp_session *s = arg;
 
-	if (s->sasl_in != NULL) {
-		OPENSSL_cleanse(s->sasl_in, strlen(s->sasl_in));
-		x_free(&s->sasl_in);
-	}
 	if (s->conn_gone || s->stop_pending) {
 		smtp_sasl_clear(s);
 		smtp_session_resume(s);
 		return;
 	}
-	enum sasl_step r = (enum sasl_step)s->sasl_result;
+	enum sasl_step r = authc_sasl_result(s->sasl);
 	if (r == SASL_CONTINUE) {
-		smtp_reply(s, "334 %s", s->sasl_out);
-		x_free(&s->sasl_out);
+		smtp_reply(s, "334 %s", authc_sasl_challenge(s->sasl));
 		smtp_session_resume(s);
 		return;
 	}
 	char name[DIR_ADDRESS_MAX + 1] = "", error[160], mech[32];
-	const char *why = sasl_error(s->sasl);
+	const char *why = authc_sasl_error(s->sasl);
 	snprintf(error, sizeof(error), "%s", why != NULL ? why : "unknown");
-	snprintf(mech, sizeof(mech), "%s", sasl_mech_name(s->sasl));
-	if (sasl_login_name(s->sasl) != NULL)
-		snprintf(name, sizeof(name), "%s", sasl_login_name(s->sasl));
-	if (r == SASL_OK || r == SASL_LOCKED)
-		snprintf(name, sizeof(name), "%s", sasl_user(s->sasl));
+	snprintf(mech, sizeof(mech), "%s", authc_sasl_mech_name(s->sasl));
+	if (authc_sasl_login_name(s->sasl) != NULL)
+		snprintf(name, sizeof(name), "%s", authc_sasl_login_name(s->sasl));
+	if ((r == SASL_OK || r == SASL_LOCKED) && authc_sasl_user(s->sasl) != NULL)
+		snprintf(name, sizeof(name), "%s", authc_sasl_user(s->sasl));
 	smtp_sasl_clear(s);
 
 	switch (r) {
@@ -162,10 +146,10 @@ static void sasl_done(void *arg)
 
 static void sasl_next(struct smtp_session *s, const char *in)
 {
-	s->sasl_in = in != NULL ? xstrdup(in) : NULL;
 	s->busy = true;
 	conn_pause(s->conn);
-	pool_submit_slow(s->env->pool, sasl_work, sasl_done, s);
+	/* The line is copied into the request, and wiped there once sent. */
+	authc_sasl_step(s->sasl, in, sasl_done, s);
 }
 
 void smtp_sasl_line(struct smtp_session *s, char *line, size_t len)
@@ -183,6 +167,8 @@ void smtp_sasl_line(struct smtp_session *s, char *line, size_t len)
 		return;
 	}
 	sasl_next(s, line);
+	/* The answer may carry a password (PLAIN, LOGIN). */
+	OPENSSL_cleanse(line, len);
 }
 
 int smtp_cmd_auth(struct smtp_session *s, struct smtp_cmd *cmd)
@@ -211,12 +197,14 @@ int smtp_cmd_auth(struct smtp_session *s, struct smtp_cmd *cmd)
 		return -1;
 	}
 	const char *error;
-	if (sasl_start(s->env->cfg, mech, have_cb ? cb : NULL, have_cb ? sizeof(cb) : 0, &s->sasl,
-	               &error) < 0) {
+	s->sasl = authc_sasl_new(s->env->auth, mech, have_cb ? cb : NULL, have_cb ? sizeof(cb) : 0,
+	                         &error);
+	if (s->sasl == NULL) {
 		smtp_reply(s, "504 5.5.4 %s", error);
 		return -1;
 	}
 	conn_set_max_line(s->conn, SASL_B64_MAX + 2);
 	sasl_next(s, n == 2 ? ir : NULL);
+	OPENSSL_cleanse(ir, sizeof(ir));
 	return 0;
 }

@@ -17,7 +17,7 @@
 
 struct conn;
 struct event;
-struct sasl_session;
+struct authc_sasl;
 
 #define SMTP_SID_LEN 12
 /* RFC 5321 §4.5.3.1.8 asks for at least 100 recipients per message; we take
@@ -88,9 +88,7 @@ struct smtp_session {
 	unsigned messages;
 	int64_t since;
 	/* SMTP AUTH (RFC 4954) */
-	struct sasl_session *sasl; /* while an exchange runs */
-	char *sasl_in, *sasl_out;
-	int sasl_result;
+	struct authc_sasl *sasl; /* while an exchange runs */
 	unsigned auth_failures;
 	struct event *auth_delay;
 	char auth_user[DIR_ADDRESS_MAX + 1]; /* "" until authenticated */

@@ -511,6 +511,19 @@ def children_of(pid):
     return sorted(out)
 
 
+def comm_of(pid):
+    """The process's name (/proc/PID/comm), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+# The name the auth process gives itself (prctl PR_SET_NAME).
+AUTH_COMM = "pillar-auth"
+
+
 def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -911,8 +924,19 @@ class Pillar:
     def pid(self):
         return self.proc.pid
 
-    def workers(self):
+    def children(self):
+        """Every process the master started: workers and auth processes."""
         return children_of(self.proc.pid)
+
+    def workers(self):
+        """The worker processes (the master's children but the auth
+        processes)."""
+        return [p for p in children_of(self.proc.pid) if comm_of(p) != AUTH_COMM]
+
+    def auth_processes(self):
+        """The auth processes (one per generation; more while old ones
+        drain after a reload)."""
+        return [p for p in children_of(self.proc.pid) if comm_of(p) == AUTH_COMM]
 
     def holder_of(self, conn: Conn):
         """The server process (a child of the master) that holds the server
@@ -951,7 +975,7 @@ class Pillar:
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM and wait; returns the exit status. Fails when the master
         does not exit in time or leaves workers behind."""
-        kids = self.workers()
+        kids = self.children()
         self.expect_exit = True
         self.proc.send_signal(signal.SIGTERM)
         try:

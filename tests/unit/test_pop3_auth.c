@@ -23,6 +23,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/authc.h"
+#include "auth/authd.h"
+#include "auth/authproto.h"
 #include "auth/penalty.h"
 #include "core/config.h"
 #include "core/env.h"
@@ -38,6 +41,7 @@ struct fixture {
 	char dir[64];
 	struct config *cfg;
 	struct worker_env env;
+	struct authd *authd; /* the auth process's part, in this loop */
 	int client;
 	char out[8192];
 	size_t len;
@@ -71,6 +75,16 @@ static int setup(void **state)
 	fx->env.penalty = penalty_create();
 	if (fx->env.base == NULL || fx->env.penalty == NULL)
 		return -1;
+	/* The checks go to an auth server in the same loop, over a real
+	 * socket, as a worker's go to the auth process. */
+	struct authp_addr addr;
+	const char *err;
+	struct authd_params ap = {.cfg = fx->cfg, .uids = {geteuid()}, .nuids = 1};
+	ap.listen_fd = authp_listen(&addr, &err);
+	if (ap.listen_fd < 0)
+		return -1;
+	fx->authd = authd_new(fx->env.base, fx->env.pool, &ap);
+	fx->env.auth = authc_new(fx->env.base, &addr);
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
@@ -90,6 +104,8 @@ static int teardown(void **state)
 
 	close(fx->client);
 	pool_free(&fx->env.pool);
+	authc_free(&fx->env.auth);
+	authd_free(&fx->authd);
 	penalty_destroy(&fx->env.penalty);
 	event_base_free(fx->env.base);
 	config_free(&fx->cfg);
