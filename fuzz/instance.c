@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth/authc.h"
+#include "auth/authd.h"
+#include "auth/authproto.h"
 #include "auth/password.h"
 #include "auth/penalty.h"
 #include "auth/scram.h"
@@ -249,6 +252,15 @@ struct fuzz_instance *fuzz_instance_init(const char *extra_config, bool with_env
 		fi->env.penalty = penalty_create();
 		if (fi->env.penalty == NULL)
 			die("penalty_create", NULL);
+		/* Credentials are checked by the auth process's code, in this
+		 * loop, over a real socket, as a worker has them checked. */
+		struct authp_addr addr;
+		struct authd_params ap = {.cfg = fi->cfg, .uids = {geteuid()}, .nuids = 1};
+		ap.listen_fd = authp_listen(&addr, &err);
+		if (ap.listen_fd < 0)
+			die("authp_listen", err);
+		fi->authd = authd_new(fi->env.base, fi->env.pool, &ap);
+		fi->env.auth = authc_new(fi->env.base, &addr);
 		/* As a worker does: a client that went away must not kill us. */
 		signal(SIGPIPE, SIG_IGN);
 		fi->have_env = true;

@@ -1,8 +1,9 @@
 /* A throw-away Pillar instance for the fuzz targets that need more than a
  * pure function: a state directory with a real SQLite directory, a domain,
  * two mailboxes and a few messages, and (for the session targets) the
- * worker environment a session runs in — an event loop, a thread pool and
- * the failed-login penalty table.
+ * worker environment a session runs in — an event loop, a thread pool, the
+ * failed-login penalty table, and the auth process's server and client
+ * (auth/authd.h, auth/authc.h) on that loop and pool.
  *
  * Everything is made with the project's own functions (config_load,
  * dir_open, password_hash, maildir_deliver, pool_new), in a fresh
@@ -21,6 +22,7 @@
 #include "core/env.h"
 #include "common.h"
 
+struct authd;
 struct config;
 struct conn;
 
@@ -45,12 +47,14 @@ struct fuzz_instance {
 	char *locked_maildir; /* FUZZ_LOCKED_USER's */
 	bool have_env;
 	struct worker_env env; /* only with fuzz_instance_init(..., true) */
+	struct authd *authd;   /* serves env.auth, in env's loop */
 };
 
 /* Make the instance. extra_config is appended to the config file (lines
  * "key = value\n"), may be NULL. with_env also makes env: an event base, a
- * pool with one thread, a penalty table, cfg. Aborts on any failure: a
- * target without its instance must not pretend to run. */
+ * pool with one thread, a penalty table, cfg, an auth server and its
+ * client (env.auth). Aborts on any failure: a target without its instance
+ * must not pretend to run. */
 struct fuzz_instance *fuzz_instance_init(const char *extra_config, bool with_env);
 
 /* Messages in new/ and cur/ of a Maildir; -1 when it cannot be read. */
