@@ -87,7 +87,7 @@ static const char serve_help[] =
     "usage: pillar serve [-c FILE] [--foreground]\n"
     "\n"
     "Run the server with every listener the config names. As root it binds the\n"
-    "listeners, then runs its workers as run_as.\n"
+    "listeners, then runs its workers and its auth process as run_as.\n"
     "\n"
     "  -c, --config FILE  the config file\n"
     "  -f, --foreground   stay attached to the terminal and log to stderr\n"
