@@ -41,7 +41,6 @@ struct authc_req {
 	                    connection this goes out on */
 	uint8_t *msg;    /* the encoded request until it is sent */
 	size_t len;
-	uint64_t deadline_ms;
 	void (*done)(void *arg);
 	void *arg;
 	struct authc_verify *verify; /* REQ_VERIFY */
@@ -58,13 +57,16 @@ struct authc {
 	int fd;         /* -1: not connected */
 	unsigned epoch; /* counts connections, so a session knows its own */
 	struct event *rev, *wev;
-	struct event *timer;    /* reconnect after a backoff, request deadlines */
+	struct event *timer;    /* reconnect after a backoff; a stalled connection */
 	struct event *complete; /* runs done callbacks */
 	struct queue waiting, sent, finished;
 	unsigned nsent, npending;
 	uint32_t next_id, next_session;
 	uint64_t retry_at_ms;
 	unsigned backoff_ms;
+	/* Since when the connection has had work and nothing came back: set
+	 * when work arrives on an idle connection and at every reply. */
+	uint64_t progress_ms;
 };
 
 struct authc_sasl {
@@ -285,6 +287,7 @@ static void connect_now(struct authc *c)
 	}
 	c->fd = fd;
 	c->epoch++;
+	c->progress_ms = now_ms();
 	c->rev = event_new(c->base, fd, EV_READ | EV_PERSIST, read_cb, c);
 	c->wev = event_new(c->base, fd, EV_WRITE, write_cb, c);
 	event_add(c->rev, NULL);
@@ -415,13 +418,23 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		c->backoff_ms = 0;
+		c->progress_ms = now_ms();
 		complete(c, r);
 	}
 	flush(c);
 	schedule(c);
 }
 
-/* ---- deadlines and reconnecting ---- */
+/* ---- stalls and reconnecting ---- */
+
+/* A connection is stalled when it has had work and no reply for
+ * AUTHC_TIMEOUT_MS. Only the auth process's progress counts, not how long
+ * a request has waited: under a burst of logins requests queue here for a
+ * while, and that is no reason to fail the ones in flight. */
+static bool has_work(const struct authc *c)
+{
+	return c->sent.head != NULL || c->waiting.head != NULL;
+}
 
 static void schedule(struct authc *c)
 {
@@ -430,12 +443,8 @@ static void schedule(struct authc *c)
 	if (c->fd < 0) {
 		if (c->waiting.head != NULL)
 			at = c->retry_at_ms > now ? c->retry_at_ms : now;
-	} else {
-		/* Both lists are in the order requests were made. */
-		if (c->sent.head != NULL)
-			at = c->sent.head->deadline_ms;
-		if (c->waiting.head != NULL && (at == 0 || c->waiting.head->deadline_ms < at))
-			at = c->waiting.head->deadline_ms;
+	} else if (has_work(c)) {
+		at = c->progress_ms + AUTHC_TIMEOUT_MS;
 	}
 	if (at == 0) {
 		event_del(c->timer);
@@ -454,12 +463,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_ms();
 
 	if (c->fd >= 0) {
-		struct authc_req *oldest = c->sent.head;
-
-		if (oldest == NULL ||
-		    (c->waiting.head != NULL && c->waiting.head->deadline_ms < oldest->deadline_ms))
-			oldest = c->waiting.head;
-		if (oldest != NULL && oldest->deadline_ms <= now) {
+		if (has_work(c) && now >= c->progress_ms + AUTHC_TIMEOUT_MS) {
 			break_conn(c, "no answer in time");
 			return;
 		}
@@ -473,7 +477,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 /* Queue a request and send what can go now. */
 static void submit(struct authc *c, struct authc_req *r)
 {
-	r->deadline_ms = now_ms() + AUTHC_TIMEOUT_MS;
+	if (!has_work(c))
+		c->progress_ms = now_ms(); /* the clock starts now */
 	if (r->kind != REQ_NOTICE)
 		c->npending++;
 	push(&c->waiting, r);

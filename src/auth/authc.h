@@ -12,8 +12,11 @@
  * broke: then every request in flight or waiting completes with a
  * temporary failure (AUTH_TEMPFAIL, SASL_TEMPFAIL), and the next request
  * reconnects, soon at first and backing off (up to AUTHC_BACKOFF_MAX_MS)
- * while connecting keeps failing. A request the auth process leaves
- * unanswered for AUTHC_TIMEOUT_MS counts as a broken connection.
+ * while connecting keeps failing. A connection on which requests wait and
+ * the auth process answers nothing for AUTHC_TIMEOUT_MS (it hangs, or was
+ * never restarted) counts as broken. Requests the connection has no room
+ * for yet (AUTHP_MAX_INFLIGHT) wait here meanwhile, as jobs wait in a
+ * pool's queue.
  *
  * Policy stays with the caller: which mechanisms to offer and allow
  * (sasl_mechanisms, sasl_mech_allowed), the failure delay, the penalty and
@@ -32,9 +35,8 @@ struct event_base;
 struct authc;
 struct authc_sasl;
 
-/* A request the auth process has not answered in this long (it hangs, or
- * it is being restarted and never came back) fails, and so does the
- * connection. */
+/* With requests waiting, a connection that brings no reply in this long
+ * is given up (its requests fail temporarily). */
 #define AUTHC_TIMEOUT_MS 30000
 /* Reconnecting after a failure: at once the first time, then waiting from
  * AUTHC_BACKOFF_MIN_MS, doubling up to AUTHC_BACKOFF_MAX_MS. */

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "net/tls.h"
 #include "server/master.h"
 
 /* The uids the auth process serves: the workers' account (run_as when
@@ -67,6 +68,8 @@ static void spawn(struct master *m, struct authproc *a)
 			close(m->control_client);
 		close(m->sigfd);
 		listeners_close(&m->listeners, 0);
+		/* Nor the TLS private keys the master loaded. */
+		tls_ctx_free(&m->tls);
 		for (size_t i = 0; i < AUTHPROC_MAX; i++)
 			if (&m->auth[i] != a && m->auth[i].in_use && m->auth[i].listen_fd >= 0)
 				close(m->auth[i].listen_fd);

@@ -221,6 +221,45 @@ def test_logins_wait_for_the_auth_process(box):
         assert c.stat()[0] == 1
 
 
+def test_a_hung_auth_process_fails_logins_temporarily(make_pillar):
+    """A stopped auth process is given up on after the client's 30 s
+    (AUTHC_TIMEOUT_MS): the login fails temporarily instead of hanging, and
+    the next one works once the process runs again."""
+    p = make_pillar(smtp=True, login_timeout="2m")
+    p.add_user(USER, PASSWORD)
+    auth = the_auth_process(p)
+    with p.conn() as c, p.smtp() as s:
+        c.ok("USER " + USER)
+        s.ehlo()
+        os.kill(auth, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            c.send("PASS " + PASSWORD + "\r\n")
+            s.send("AUTH PLAIN " + B64(plain(USER, PASSWORD)) + "\r\n")
+            reply = c.line(timeout=60)
+            waited = time.monotonic() - start
+            r = s.reply(timeout=60)
+        finally:
+            os.kill(auth, signal.SIGCONT)
+        assert reply.startswith(TEMP_POP3), reply
+        assert 25 < waited < 45, waited
+        assert r.code == 454, r
+        login_soon(p, pop3_pass)
+        login_soon(p, smtp_plain_alice)
+    assert "event=auth-connection-lost" in p.log()
+    assert p.auth_processes() == [auth]
+
+
+def smtp_plain_alice(p):
+    c = p.smtp()
+    try:
+        c.ehlo()
+        r = smtp_auth(c, "PLAIN", plain(USER, PASSWORD))[0]
+        return f"{r.code} {r.text.decode()}".encode()
+    finally:
+        c.close()
+
+
 # -- kill -9 ---------------------------------------------------------------------
 
 
