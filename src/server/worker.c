@@ -178,8 +178,9 @@ int worker_main(const struct worker_params *p)
 		fatal("worker %u: event_base_new failed", index);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned threads = ncpu > 0 ? (unsigned)ncpu / (cfg->workers ? cfg->workers : 1) : 1;
-	/* Enough threads to keep the cores hashing, plus one that only does
-	 * quick work (lookups, scans, fsyncs): see pool_submit_slow. */
+	/* Threads for directory lookups, Maildir scans and fsyncs (hashing is
+	 * the auth process's), one of them kept for quick work: see
+	 * pool_submit_slow. */
 	w.env.pool = pool_new(w.env.base, (threads < 2 ? 2 : threads) + 1);
 	/* Every credential check goes to the generation's auth process. */
 	w.env.auth = authc_new(w.env.base, p->auth);
