@@ -32,7 +32,8 @@ static const char check_help[] =
     "\"warning:\" (the exit status stays 0): plaintext_auth = always on a\n"
     "listener other hosts can reach; no TLS certificate, or a tls_cert/tls_key\n"
     "pair that is missing or cannot be loaded; a state_dir or mail_root the\n"
-    "run_as account cannot write; a run_as account that does not exist;\n"
+    "run_as account cannot write; a run_as or login_as account that does not\n"
+    "exist, or login_as the same account as run_as;\n"
     "listeners on ports below 1024 when not run as root.\n"
     "\n"
     "  -c, --config FILE  the config file\n"
@@ -240,6 +241,14 @@ static void check_dirs(const struct config *cfg)
 	if (!known)
 		warn(cfg, "run_as", "%s: %s%s", cfg->run_as, err,
 		     geteuid() == 0 ? ": pillar serve will refuse to start" : "");
+	uid_t login_uid;
+	gid_t login_gid;
+	if (priv_lookup(cfg->login_as, &login_uid, &login_gid, &err) < 0)
+		warn(cfg, "login_as", "%s: %s%s", cfg->login_as, err,
+		     geteuid() == 0 ? ": pillar serve will refuse to start" : "");
+	else if (known && login_uid == uid)
+		warn(cfg, "login_as", "%s is also run_as: login workers could read the mail",
+		     cfg->login_as);
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		struct stat st;
 		int r;

@@ -41,6 +41,7 @@
 #define DEMO_ADDRESS        "demo@" DEMO_DOMAIN
 #define DEMO_PASSWORD_LEN   16
 #define DEFAULT_SYSTEM_USER "pillar"
+#define DEFAULT_LOGIN_USER  "pillar-login"
 #define DEMO_POP3_LISTEN    "127.0.0.1:1110"
 #define DEMO_POP3S_LISTEN   "127.0.0.1:1995"
 #define DEMO_SMTP_LISTEN    "127.0.0.1:2525"
@@ -104,6 +105,9 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "\n"
 	        "# Account the server runs as after binding its ports (when started as root).\n"
 	        "run_as = %s\n"
+	        "# Account of the POP3 login workers, which greet clients and take their\n"
+	        "# passwords locked in <state_dir>/empty, with no access to mail.\n"
+	        "# login_as = " DEFAULT_LOGIN_USER "\n"
 	        "\n"
 	        "# Listeners (lists): ADDR:PORT, [IPv6]:PORT, *:PORT or unix:/PATH.\n"
 	        "# This instance listens on loopback only, on unprivileged ports; a\n"
@@ -355,6 +359,23 @@ static int run_command(char *const argv[])
 	return WIFEXITED(ws) && WEXITSTATUS(ws) == 0 ? 0 : -1;
 }
 
+/* A system account without a home or a shell, made with useradd. */
+static int create_account(const char *name)
+{
+	char *const argv[] = {
+	    (char *)"useradd",           (char *)"--system",     (char *)"--no-create-home",
+	    (char *)"--home-dir",        (char *)"/nonexistent", (char *)"--shell",
+	    (char *)"/usr/sbin/nologin", (char *)name,           NULL,
+	};
+
+	if (run_command(argv) < 0) {
+		cli_err("cannot create the system account %s with useradd", name);
+		return -1;
+	}
+	printf("created system account %s\n", name);
+	return 0;
+}
+
 /* Decide who the instance runs as; as root, make sure the account exists.
  * Returns 0 with *user_r (malloc'd) and the ids, or an exit status. */
 static int pick_run_as(const char *wanted, char **user_r, uid_t *uid_r, gid_t *gid_r)
@@ -388,21 +409,12 @@ static int pick_run_as(const char *wanted, char **user_r, uid_t *uid_r, gid_t *g
 	if (wanted == NULL)
 		wanted = DEFAULT_SYSTEM_USER;
 	if (priv_lookup(wanted, uid_r, gid_r, &err) < 0) {
-		char *const argv[] = {
-		    (char *)"useradd",           (char *)"--system",     (char *)"--no-create-home",
-		    (char *)"--home-dir",        (char *)"/nonexistent", (char *)"--shell",
-		    (char *)"/usr/sbin/nologin", (char *)wanted,         NULL,
-		};
-
 		if (strcmp(wanted, DEFAULT_SYSTEM_USER) != 0) {
 			cli_err("run_as user %s: %s", wanted, err);
 			return EX_NOUSER;
 		}
-		if (run_command(argv) < 0 || priv_lookup(wanted, uid_r, gid_r, &err) < 0) {
-			cli_err("cannot create the system account %s with useradd", wanted);
+		if (create_account(wanted) < 0 || priv_lookup(wanted, uid_r, gid_r, &err) < 0)
 			return EX_CANTCREAT;
-		}
-		printf("created system account %s\n", wanted);
 	}
 	if (*uid_r == 0) {
 		cli_err("run_as %s is uid 0; the server must not run as root", wanted);
@@ -557,6 +569,16 @@ int cli_init(int argc, char **argv)
 	status = pick_run_as(o.run_as, &run_as, &uid, &gid);
 	if (status != 0)
 		goto fail;
+	/* The POP3 login workers' own account (login_as, default). */
+	uid_t login_uid;
+	gid_t login_gid;
+	const char *login_err;
+	if (geteuid() == 0 &&
+	    priv_lookup(DEFAULT_LOGIN_USER, &login_uid, &login_gid, &login_err) < 0 &&
+	    create_account(DEFAULT_LOGIN_USER) < 0) {
+		status = EX_CANTCREAT;
+		goto fail;
+	}
 	/* The server writes in state_dir (WAL files, locks, control socket,
 	 * deleted/); pillar.conf in it stays root's. */
 	if (geteuid() == 0 && chown(state_dir, uid, gid) < 0) {

@@ -210,7 +210,7 @@ static int set_hostname(struct config *cfg, const char *v, char *why)
 	return set_str(&cfg->hostname, v);
 }
 
-static int set_run_as(struct config *cfg, const char *v, char *why)
+static int check_user_name(const char *v, char *why)
 {
 	if (strlen(v) > 32)
 		return fail(why, "user name longer than 32 characters");
@@ -219,7 +219,17 @@ static int set_run_as(struct config *cfg, const char *v, char *why)
 		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
 			return fail(why, "not a valid user name");
 	}
-	return set_str(&cfg->run_as, v);
+	return 0;
+}
+
+static int set_run_as(struct config *cfg, const char *v, char *why)
+{
+	return check_user_name(v, why) < 0 ? -1 : set_str(&cfg->run_as, v);
+}
+
+static int set_login_as(struct config *cfg, const char *v, char *why)
+{
+	return check_user_name(v, why) < 0 ? -1 : set_str(&cfg->login_as, v);
 }
 
 #define LISTEN_SETTER(field)                                                                       \
@@ -373,6 +383,7 @@ static const struct config_key keys[] = {
     {"directory", set_directory, false},
     {"hostname", set_hostname, false},
     {"run_as", set_run_as, false},
+    {"login_as", set_login_as, false},
     {"pop3_listen", set_pop3_listen, true},
     {"pop3s_listen", set_pop3s_listen, true},
     {"smtp_listen", set_smtp_listen, true},
@@ -530,6 +541,7 @@ static void set_defaults(struct config *cfg)
 {
 	cfg->directory = xstrdup("sqlite");
 	cfg->run_as = xstrdup("pillar");
+	cfg->login_as = xstrdup("pillar-login");
 	cfg->plaintext_auth = PLAINTEXT_AUTH_TLS;
 	cfg->max_message_size = 50ull * 1024 * 1024;
 	cfg->pop3_idle_timeout = POP3_MIN_IDLE_TIMEOUT_MS;
@@ -651,6 +663,7 @@ void config_free(struct config **cfgp)
 	free(cfg->directory);
 	free(cfg->hostname);
 	free(cfg->run_as);
+	free(cfg->login_as);
 	strlist_free(&cfg->pop3_listen);
 	strlist_free(&cfg->pop3s_listen);
 	strlist_free(&cfg->smtp_listen);
@@ -730,6 +743,7 @@ void config_dump(const struct config *cfg, FILE *out)
 	        strcmp(cfg->directory, "sqlite") == 0 ? "sqlite" : "postgresql://...");
 	fprintf(out, "hostname = %s\n", cfg->hostname);
 	fprintf(out, "run_as = %s\n", cfg->run_as);
+	fprintf(out, "login_as = %s\n", cfg->login_as);
 	dump_list(out, "pop3_listen", &cfg->pop3_listen);
 	dump_list(out, "pop3s_listen", &cfg->pop3s_listen);
 	dump_list(out, "smtp_listen", &cfg->smtp_listen);

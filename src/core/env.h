@@ -16,6 +16,7 @@ struct config;
 struct tls_ctx;
 struct penalty;
 struct authc;
+struct pop3_handoff;
 
 /* What `pillar who` shows of one client. Strings stay valid until the
  * client's next event. */
@@ -31,7 +32,9 @@ struct env_client_info {
 
 struct env_client {
 	struct env_client *prev, *next;
-	/* Fill in what `pillar who` shows. */
+	/* Fill in what `pillar who` shows; NULL for plumbing that `who`
+	 * and `kick` do not list (a TLS relay: its session is listed by the
+	 * mail worker). */
 	void (*info)(struct env_client *client, struct env_client_info *out);
 	/* `pillar kick`: drop the connection at once, like a client that went
 	 * away: nothing is applied (no POP3 UPDATE, no half message kept). */
@@ -52,6 +55,10 @@ struct worker_env {
 	size_t nclients;
 	bool stopping;  /* no new sessions; exit when the last one is gone */
 	unsigned index; /* worker number, for logs */
+	/* Login workers: pass a logged-in POP3 connection to a mail worker.
+	 * Returns 0 when h->conn is no longer the caller's, -1 when it
+	 * still is (nothing was sent). */
+	int (*handoff)(struct worker_env *env, const struct pop3_handoff *h);
 };
 
 void env_init(struct worker_env *env);

@@ -54,7 +54,6 @@ int priv_lookup(const char *user, uid_t *uid_r, gid_t *gid_r, const char **error
 
 int priv_drop(const char *user, const char **error_r)
 {
-	static __thread char errbuf[160];
 	uid_t uid;
 	gid_t gid;
 
@@ -62,8 +61,17 @@ int priv_drop(const char *user, const char **error_r)
 		return 0;
 	if (priv_lookup(user, &uid, &gid, error_r) < 0)
 		return -1;
+	return priv_become(uid, gid, error_r);
+}
+
+int priv_become(uid_t uid, gid_t gid, const char **error_r)
+{
+	static __thread char errbuf[160];
+
+	if (geteuid() != 0 && getuid() != 0)
+		return 0;
 	if (uid == 0) {
-		*error_r = "refusing to run as root: run_as names a uid 0 account";
+		*error_r = "refusing to run as root: the account is uid 0";
 		return -1;
 	}
 	/* The order matters: groups first, while we may still change them. */

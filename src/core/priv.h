@@ -14,4 +14,8 @@ int priv_lookup(const char *user, uid_t *uid_r, gid_t *gid_r, const char **error
  * root, does nothing and returns 0. Returns -1 with *error_r on failure. */
 int priv_drop(const char *user, const char **error_r);
 
+/* The same with ids looked up before (e.g. before a chroot, where the
+ * account database is out of reach). */
+int priv_become(uid_t uid, gid_t gid, const char **error_r);
+
 #endif

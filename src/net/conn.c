@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,8 +51,11 @@ struct conn {
 	void (*on_free)(void *arg, struct conn *c);
 	void *on_free_arg;
 	uint8_t peer_key[16];
+	struct sockaddr_storage peer_sa;
+	socklen_t peer_salen;
 	uint64_t bytes_in, bytes_out; /* application data, after TLS */
 	unsigned long tls_err;        /* why the handshake failed */
+	char *tls_label;              /* TLS ended in another process (conn_set_tls_label) */
 	char peer[48];
 };
 
@@ -74,6 +78,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	c->h->closed(c->ctx, c->reason);
 	if (c->on_free != NULL)
 		c->on_free(c->on_free_arg, c);
+	free(c->tls_label);
 	free(c);
 }
 
@@ -232,6 +237,10 @@ static struct conn *conn_alloc(struct event_base *base, const struct sockaddr *p
 	struct conn *c = xcalloc(1, sizeof(*c));
 
 	c->base = base;
+	if (peerlen > sizeof(c->peer_sa))
+		peerlen = sizeof(c->peer_sa);
+	memcpy(&c->peer_sa, peer, peerlen);
+	c->peer_salen = peerlen;
 	net_peer_string(peer, peerlen, c->peer, sizeof(c->peer));
 	c->loopback = net_is_loopback(peer);
 	net_peer_key(peer, c->peer_key);
@@ -308,7 +317,7 @@ const char *conn_tls_info(const struct conn *c, char *buf, size_t size)
 {
 	SSL *ssl = c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
 	if (ssl == NULL)
-		snprintf(buf, size, "%s", "");
+		snprintf(buf, size, "%s", c->tls_label != NULL ? c->tls_label : "");
 	else
 		snprintf(buf, size, "%s %s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
 	return buf;
@@ -324,6 +333,51 @@ int conn_tls_exporter(const struct conn *c, unsigned char out[32])
 	return SSL_export_keying_material(ssl, out, 32, label, sizeof(label) - 1, NULL, 0, 0) == 1
 	           ? 0
 	           : -1;
+}
+
+void conn_set_tls_label(struct conn *c, const char *label)
+{
+	free(c->tls_label);
+	c->tls_label = label[0] != '\0' ? xstrdup(label) : NULL;
+}
+
+static void quiet_closed(void *ctx, enum conn_close_reason why)
+{
+	(void)ctx;
+	(void)why;
+}
+
+static const struct conn_handler quiet_handler = {.closed = quiet_closed};
+
+int conn_detach(struct conn *c, struct evbuffer *in, struct evbuffer *out)
+{
+	if (c->tls || c->closing)
+		return -1;
+	int sock = bufferevent_getfd(c->bev);
+	int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* Replies not yet written (the client pipelined): what the socket
+	 * takes now goes now, the rest travels with the connection. */
+	struct evbuffer *pending = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(pending) > 0)
+		(void)evbuffer_write(pending, sock);
+	evbuffer_add_buffer(out, pending);
+	evbuffer_add_buffer(in, bufferevent_get_input(c->bev));
+	c->h = &quiet_handler;
+	c->ctx = NULL;
+	conn_finish(c, CONN_CLOSE_DONE);
+	return fd;
+}
+
+void conn_feed(struct conn *c, const void *data, size_t len)
+{
+	/* A bufferevent's input only takes what it reads itself: lift that
+	 * for the bytes another process read for us. */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_unfreeze(in, 0);
+	evbuffer_add(in, data, len);
+	evbuffer_freeze(in, 0);
 }
 
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line)
@@ -547,6 +601,13 @@ void conn_describe(const struct conn *c, struct env_client_info *out)
 const uint8_t *conn_peer_key(const struct conn *c)
 {
 	return c->peer_key;
+}
+
+void conn_peer_addr(const struct conn *c, struct sockaddr *sa, socklen_t *len)
+{
+	socklen_t n = c->peer_salen < *len ? c->peer_salen : *len;
+	memcpy(sa, &c->peer_sa, n);
+	*len = n;
 }
 
 const char *conn_peer(const struct conn *c)

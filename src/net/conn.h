@@ -94,6 +94,23 @@ const char *conn_tls_info(const struct conn *c, char *buf, size_t size);
  * Returns 0 or -1. */
 int conn_tls_exporter(const struct conn *c, unsigned char out[32]);
 
+/* Hand the socket to another process (the POP3 login hand-off): returns a
+ * duplicate of the descriptor, moves the input read ahead to `in` and the
+ * replies the socket would not take yet to `out`; the connection then goes
+ * away without a `closed` event to its handler and without closing the
+ * client's socket. Plain connections only (TLS state cannot move). -1 when
+ * it cannot (TLS, closing, no descriptor). */
+int conn_detach(struct conn *c, struct evbuffer *in, struct evbuffer *out);
+
+/* The receiving end: input the client sent before the hand-off, to be
+ * read before anything new. Call before conn_start. (Replies owed go out
+ * with conn_write.) */
+void conn_feed(struct conn *c, const void *data, size_t len);
+
+/* The client's TLS ends in another process (the login worker relays):
+ * what conn_tls_info and `pillar who` report. */
+void conn_set_tls_label(struct conn *c, const char *label);
+
 /* Set who receives events. Switching handlers (the login hand-off) keeps
  * buffered input, which the new handler then receives. */
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line);
@@ -137,6 +154,9 @@ bool conn_closing(const struct conn *c);
 void conn_set_on_free(struct conn *c, void (*fn)(void *arg, struct conn *c), void *arg);
 
 const char *conn_peer(const struct conn *c);
+/* The client's address as given to conn_new (the PROXY one, if any); *len
+ * is the room in sa, then the length. */
+void conn_peer_addr(const struct conn *c, struct sockaddr *sa, socklen_t *len);
 /* Fill the connection's part of what `pillar who` shows: address, TLS,
  * octets. c may be NULL (a session whose connection just went away). */
 struct env_client_info;

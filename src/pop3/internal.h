@@ -11,14 +11,13 @@
 
 #include "directory/directory.h"
 #include "pop3/parse.h"
+#include "pop3/pop3.h"
 
 struct conn;
 struct worker_env;
 struct pop3_login;
 struct pop3_session;
 
-/* Session ids: 12 random base32 characters. */
-#define POP3_SID_LEN 12
 /* Commands that fail (unknown, wrong state, bad arguments) before the
  * connection is closed. */
 #define POP3_MAX_BAD_COMMANDS 20
@@ -54,18 +53,6 @@ bool pop3_stls_available(const struct worker_env *env, const struct conn *conn);
 
 /* Whether USER/PASS may be used on this connection (plaintext_auth). */
 bool pop3_plaintext_allowed(const struct worker_env *env, const struct conn *conn);
-
-struct pop3_handoff {
-	struct worker_env *env;
-	struct conn *conn; /* buffered input stays in it */
-	char sid[POP3_SID_LEN + 1];
-	char user[DIR_ADDRESS_MAX + 1];
-	uint64_t connected_ms;
-	int64_t since; /* unix time of the connection, for `pillar who` */
-};
-
-/* Start the mail side of a connection that has just logged in. */
-void pop3_session_start(const struct pop3_handoff *h);
 
 /* Handlers, for the command table. */
 int pop3_login_user(struct pop3_login *l, const struct pop3_cmd *cmd);

@@ -359,11 +359,25 @@ void pop3_login_succeeded(struct pop3_login *l, const char *address)
 	log_info("sid=%s event=login user=%s rip=%s tls=\"%s\"", l->sid, address,
 	         conn_peer(l->conn), conn_tls_info(l->conn, tls, sizeof(tls)));
 	conn_set_deadline(l->conn, 0);
-	/* From here the connection belongs to the mail side. The session
-	 * registers before the login unregisters, so a draining worker never
-	 * sees zero clients in between. */
+	/* From here the connection belongs to the mail side, in a mail
+	 * worker: the +OK comes from there once the mailbox is open. With no
+	 * hand-off (one process driving a whole session: the fuzzers) the
+	 * mail side starts here, from the same record. */
+	if (l->env->handoff == NULL) {
+		l->conn = NULL;
+		pop3_session_start(&h);
+		login_free(l);
+		return;
+	}
+	if (l->env->handoff(l->env, &h) < 0) {
+		log_error("sid=%s event=handoff-failed user=%s", l->sid, address);
+		conn_printf(l->conn,
+		            "-ERR [SYS/TEMP] cannot open the mailbox, try again later\r\n");
+		l->busy = false;
+		conn_close(l->conn);
+		return;
+	}
 	l->conn = NULL;
-	pop3_session_start(&h);
 	login_free(l);
 }
 

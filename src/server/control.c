@@ -254,6 +254,8 @@ static void answer_who(struct worker_control *wc, struct evbuffer *out)
 	for (struct env_client *c = wc->env->clients.next; c != &wc->env->clients; c = c->next) {
 		struct env_client_info info;
 		char num[64];
+		if (c->info == NULL)
+			continue;
 		c->info(c, &info);
 		put_field(out, info.sid, false);
 		put_field(out, info.proto, false);
@@ -276,6 +278,10 @@ static void answer_kick(struct worker_control *wc, const char *target, struct ev
 	while (c != &wc->env->clients) {
 		struct env_client *next = c->next;
 		struct env_client_info info;
+		if (c->info == NULL) {
+			c = next;
+			continue;
+		}
 		c->info(c, &info);
 		if (strcmp(info.sid, target) == 0 || strcmp(info.user, target) == 0) {
 			c->kick(c);

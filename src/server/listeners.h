@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct config;
 
@@ -37,6 +38,10 @@ void listeners_close(struct listener_set *set, int unlink_paths);
 struct iplimit;
 struct penalty;
 struct tls_ctx;
+/* Login workers accept POP3 and POP3S, log clients in and hand them to
+ * mail workers, which serve POP3 after login, SMTP and LMTP (DESIGN §3). */
+enum worker_role { ROLE_LOGIN, ROLE_MAIL };
+
 struct authp_addr;
 struct worker_params {
 	const struct config *cfg;
@@ -44,9 +49,15 @@ struct worker_params {
 	struct tls_ctx *tls;
 	struct iplimit *ipl;
 	struct penalty *penalty;
-	unsigned slot;                 /* unique among live workers (per-IP table, logs) */
-	int ctl;                       /* this worker's end of the control channel */
-	bool housekeeper;              /* the first of its generation: runs the Maildir sweeps */
+	enum worker_role role;
+	unsigned slot;   /* unique among live workers (per-IP table, logs) */
+	unsigned index;  /* among the workers of its role and generation */
+	int ctl;         /* this worker's end of the control channel */
+	int handoff;     /* login: the sending end; mail: the receiving end */
+	int jail;        /* login, as root: the empty directory to chroot to; else -1 */
+	uid_t login_uid; /* login, as root: the login_as account */
+	gid_t login_gid;
+	bool housekeeper; /* the first mail worker of its generation: Maildir sweeps */
 	const struct authp_addr *auth; /* its generation's auth process */
 };
 int worker_main(const struct worker_params *p);

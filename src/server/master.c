@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -62,15 +63,25 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		authproc_close_fds(m);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
+		bool login = slot->role == ROLE_LOGIN;
+		close(m->handoff[login ? 1 : 0]);
+		if (!login && m->jail >= 0)
+			close(m->jail);
 		struct worker_params p = {
 		    .cfg = m->cfg,
 		    .listeners = &m->listeners,
 		    .tls = m->tls,
 		    .ipl = m->ipl,
 		    .penalty = m->penalty,
+		    .role = slot->role,
 		    .slot = slot_number(m, slot),
+		    .index = slot->index,
 		    .ctl = pair[1],
-		    .housekeeper = slot->index == 0,
+		    .handoff = m->handoff[login ? 0 : 1],
+		    .jail = login ? m->jail : -1,
+		    .login_uid = m->login_uid,
+		    .login_gid = m->login_gid,
+		    .housekeeper = !login && slot->index == 0,
 		    .auth = authproc_addr(m, slot->generation),
 		};
 		int status = worker_main(&p);
@@ -81,8 +92,8 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 	slot->pid = pid;
 	slot->started_ms = now_ms();
 	slot->restart_at_ms = 0;
-	log_debug("worker started pid=%d index=%u generation=%u", (int)pid, slot->index,
-	          slot->generation);
+	log_debug("worker started pid=%d role=%s index=%u generation=%u", (int)pid,
+	          slot->role == ROLE_LOGIN ? "login" : "mail", slot->index, slot->generation);
 }
 
 static struct worker_slot *free_slot(struct master *m)
@@ -93,23 +104,101 @@ static struct worker_slot *free_slot(struct master *m)
 	return NULL;
 }
 
+static bool has_pop3(const struct listener_set *set)
+{
+	for (size_t i = 0; i < set->count; i++)
+		if (set->items[i].proto == PROTO_POP3 || set->items[i].proto == PROTO_POP3S)
+			return true;
+	return false;
+}
+
+/* `workers` of each role; no login workers without a POP3 listener. */
 static void spawn_generation(struct master *m)
 {
 	m->generation++;
 	authproc_start_generation(m);
-	for (unsigned i = 0; i < m->cfg->workers; i++) {
-		struct worker_slot *slot = free_slot(m);
-		if (slot == NULL) {
-			log_error("too many worker processes; not starting more");
-			return;
+	for (int role = ROLE_LOGIN; role <= ROLE_MAIL; role++) {
+		if (role == ROLE_LOGIN && !has_pop3(&m->listeners))
+			continue;
+		for (unsigned i = 0; i < m->cfg->workers; i++) {
+			struct worker_slot *slot = free_slot(m);
+			if (slot == NULL) {
+				log_error("too many worker processes; not starting more");
+				return;
+			}
+			memset(slot, 0, sizeof(*slot));
+			slot->ctl = -1;
+			slot->in_use = true;
+			slot->generation = m->generation;
+			slot->role = (enum worker_role)role;
+			slot->index = i;
+			spawn_worker(m, slot);
 		}
-		memset(slot, 0, sizeof(*slot));
-		slot->ctl = -1;
-		slot->in_use = true;
-		slot->generation = m->generation;
-		slot->index = i;
-		spawn_worker(m, slot);
 	}
+}
+
+/* Where login workers are locked up when the server runs as root: an empty
+ * directory of root's, <state_dir>/empty, made here if missing. The
+ * descriptor is kept, so what the workers chroot to is what was checked,
+ * whatever happens to the name later. Also looks up login_as. */
+static int prepare_jail(const struct config *cfg, int *jail_r, uid_t *uid_r, gid_t *gid_r,
+                        char *err, size_t errlen)
+{
+	const char *error;
+	char path[4096];
+
+	*jail_r = -1;
+	*uid_r = geteuid();
+	*gid_r = getegid();
+	if (geteuid() != 0)
+		return 0;
+	if (priv_lookup(cfg->login_as, uid_r, gid_r, &error) < 0) {
+		snprintf(err, errlen, "login_as %s: %s", cfg->login_as, error);
+		return -1;
+	}
+	if (*uid_r == 0) {
+		snprintf(err, errlen, "login_as %s is uid 0; login workers must not run as root",
+		         cfg->login_as);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/empty", cfg->state_dir);
+	if (mkdir(path, 0555) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	int probe = dup(fd);
+	DIR *d = probe >= 0 ? fdopendir(probe) : NULL;
+	bool empty = d != NULL;
+	for (struct dirent *de; d != NULL && (de = readdir(d)) != NULL;)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			empty = false;
+	if (d != NULL)
+		closedir(d);
+	else if (probe >= 0)
+		close(probe);
+	if (!empty) {
+		snprintf(err, errlen, "%s must be an empty directory (login workers chroot there)",
+		         path);
+		close(fd);
+		return -1;
+	}
+	if (st.st_uid != 0) {
+		snprintf(err, errlen, "%s must belong to root (login workers chroot there)", path);
+		close(fd);
+		return -1;
+	}
+	if ((st.st_mode & 07777) != 0555)
+		(void)fchmod(fd, 0555);
+	*jail_r = fd;
+	return 0;
 }
 
 static void signal_workers(struct master *m, int sig, bool old_only)
@@ -202,15 +291,31 @@ int master_reload(struct master *m, char *err, size_t errlen)
 	}
 	struct listener_set fresh;
 	struct tls_ctx *tls;
+	int jail;
+	uid_t login_uid;
+	gid_t login_gid;
+	if (prepare_jail(cfg, &jail, &login_uid, &login_gid, err, errlen) < 0) {
+		config_free(&cfg);
+		return -1;
+	}
 	if (load_tls(cfg, &tls, err, errlen) < 0) {
+		if (jail >= 0)
+			close(jail);
 		config_free(&cfg);
 		return -1;
 	}
 	if (listeners_bind(cfg, &m->listeners, &fresh, err, errlen) < 0) {
+		if (jail >= 0)
+			close(jail);
 		tls_ctx_free(&tls);
 		config_free(&cfg);
 		return -1;
 	}
+	if (m->jail >= 0)
+		close(m->jail);
+	m->jail = jail;
+	m->login_uid = login_uid;
+	m->login_gid = login_gid;
 	/* The old workers keep their own copy of the old context. */
 	tls_ctx_free(&m->tls);
 	m->tls = tls;
@@ -368,9 +473,15 @@ int server_run(struct config *cfg, bool foreground)
 	m.cfg = cfg;
 	m.control = -1;
 	m.control_client = -1;
+	m.jail = -1;
 	log_open("pillar", foreground);
 	if (geteuid() == 0 && priv_lookup(cfg->run_as, &uid, &gid, &error) < 0) {
 		log_error("run_as %s: %s", cfg->run_as, error);
+		config_free(&m.cfg);
+		return 1;
+	}
+	if (prepare_jail(cfg, &m.jail, &m.login_uid, &m.login_gid, err, sizeof(err)) < 0) {
+		log_error("%s", err);
 		config_free(&m.cfg);
 		return 1;
 	}
@@ -396,6 +507,10 @@ int server_run(struct config *cfg, bool foreground)
 	m.penalty = penalty_create();
 	if (m.ipl == NULL || m.penalty == NULL)
 		fatal("cannot map the per-address connection table: %s", strerror(errno));
+	/* One pair for the life of the server: login workers of any
+	 * generation hand sessions to whichever mail worker is current. */
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, m.handoff) < 0)
+		fatal("socketpair: %s", strerror(errno));
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -432,6 +547,10 @@ int server_run(struct config *cfg, bool foreground)
 	for (size_t i = 0; i < MAX_WORKER_SLOTS; i++)
 		if (m.slots[i].in_use && m.slots[i].ctl >= 0)
 			close(m.slots[i].ctl);
+	close(m.handoff[0]);
+	close(m.handoff[1]);
+	if (m.jail >= 0)
+		close(m.jail);
 	iplimit_destroy(&m.ipl);
 	penalty_destroy(&m.penalty);
 	tls_ctx_free(&m.tls);

@@ -35,6 +35,7 @@ struct worker_slot {
 	uint64_t started_ms;
 	uint64_t restart_at_ms; /* 0: running or not to be restarted */
 	bool in_use;
+	enum worker_role role;
 	int ctl; /* master's end of the control channel, -1 if none */
 };
 
@@ -66,6 +67,10 @@ struct master {
 	struct iplimit *ipl;
 	struct penalty *penalty;
 	struct tls_ctx *tls;
+	int handoff[2];  /* login workers send on [0], mail workers take from [1] */
+	int jail;        /* as root: <state_dir>/empty, where login workers chroot */
+	uid_t login_uid; /* as root: login_as */
+	gid_t login_gid;
 	int control;        /* the control socket, -1 if none */
 	int control_client; /* the client being served, -1 if none */
 	struct authproc auth[AUTHPROC_MAX];

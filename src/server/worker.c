@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include "server/iplimit.h"
 #include "smtp/smtp.h"
 #include "store/delivery.h"
+#include "server/handoff.h"
 #include "server/listeners.h"
 #include "server/master.h"
 #include "server/worker.h"
@@ -87,6 +89,8 @@ static void stop_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void begin_stop(struct worker *w, bool drain, uint64_t grace_ms)
 {
 	close_listeners(w);
+	if (w->handoff_rx != NULL)
+		event_del(w->handoff_rx); /* sessions go to the current mail workers */
 	if (!w->env.stopping) {
 		w->env.stopping = true;
 		if (!drain) {
@@ -145,16 +149,29 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	begin_stop(arg, sig == SIGUSR1, WORKER_STOP_GRACE_S * 1000);
 }
 
-int worker_main(const struct worker_params *p)
+/* Login workers: locked in the empty directory as login_as (when started
+ * as root). Mail workers: run_as. Then neither can ever gain more. */
+static void drop_privileges(const struct worker_params *p)
 {
 	const struct config *cfg = p->cfg;
-	const struct listener_set *set = p->listeners;
-	unsigned index = p->slot;
-	struct worker w;
 	const char *error;
 
-	if (priv_drop(cfg->run_as, &error) < 0)
-		fatal("worker %u: cannot drop privileges to %s: %s", index, cfg->run_as, error);
+	if (p->role == ROLE_LOGIN && getenv("PILLAR_DEV_NOJAIL") == NULL) { /* DEVONLY */
+		if (p->jail >= 0) {
+			tzset(); /* the log's local time, before /etc is out of reach */
+			if (fchdir(p->jail) < 0 || chroot(".") < 0 || chdir("/") < 0)
+				fatal("login worker %u: cannot chroot to the empty directory: %s",
+				      p->index, strerror(errno));
+			close(p->jail);
+		}
+		if (priv_become(p->login_uid, p->login_gid, &error) < 0)
+			fatal("login worker %u: cannot become %s: %s", p->index, cfg->login_as,
+			      error);
+	} else if (priv_drop(cfg->run_as, &error) < 0) {
+		fatal("mail worker %u: cannot drop privileges to %s: %s", p->index, cfg->run_as,
+		      error);
+	}
+	prctl(PR_SET_NAME, p->role == ROLE_LOGIN ? "pillar-login" : "pillar-mail");
 	/* Credentials changed, so set this only now: a worker must not outlive
 	 * the master that would restart or stop it. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -163,7 +180,24 @@ int worker_main(const struct worker_params *p)
 	/* A worker never needs more privilege than it has now: no exec of a
 	 * set-uid program can give it any. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		fatal("worker %u: PR_SET_NO_NEW_PRIVS: %s", index, strerror(errno));
+		fatal("worker %u: PR_SET_NO_NEW_PRIVS: %s", p->slot, strerror(errno));
+}
+
+/* Which listeners a role serves. */
+static bool serves(enum worker_role role, enum listener_proto proto)
+{
+	bool pop3 = proto == PROTO_POP3 || proto == PROTO_POP3S;
+	return role == ROLE_LOGIN ? pop3 : !pop3;
+}
+
+int worker_main(const struct worker_params *p)
+{
+	const struct config *cfg = p->cfg;
+	const struct listener_set *set = p->listeners;
+	unsigned index = p->slot;
+	struct worker w;
+
+	drop_privileges(p);
 
 	memset(&w, 0, sizeof(w));
 	env_init(&w.env);
@@ -201,9 +235,10 @@ int worker_main(const struct worker_params *p)
 			w.nproxies++;
 
 	w.listeners = xcalloc(set->count, sizeof(*w.listeners));
-	w.nlisteners = set->count;
 	for (size_t i = 0; i < set->count; i++) {
-		struct worker_listener *wl = &w.listeners[i];
+		if (!serves(p->role, set->items[i].proto))
+			continue;
+		struct worker_listener *wl = &w.listeners[w.nlisteners++];
 		wl->w = &w;
 		wl->proto = set->items[i].proto;
 		wl->backoff = evtimer_new(w.env.base, backoff_cb, wl);
@@ -221,6 +256,10 @@ int worker_main(const struct worker_params *p)
 	/* The inherited descriptors are not ours to keep open. */
 	for (size_t i = 0; i < set->count; i++)
 		close(set->items[i].fd);
+	if (p->role == ROLE_LOGIN)
+		w.handoff = handoff_sender_new(&w, p->handoff);
+	else
+		w.handoff_rx = handoff_receiver_new(&w, p->handoff);
 
 	w.cleanup_timer = evtimer_new(w.env.base, cleanup_cb, &w);
 	if (p->housekeeper)
@@ -236,6 +275,10 @@ int worker_main(const struct worker_params *p)
 
 	close_listeners(&w);
 	worker_accept_cleanup(&w);
+	handoff_sender_free(&w.handoff);
+	if (w.handoff_rx != NULL)
+		event_free(w.handoff_rx);
+	close(p->handoff);
 	free(w.proxies);
 	pool_free(&w.env.pool);
 	authc_free(&w.env.auth);

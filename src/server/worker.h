@@ -16,6 +16,7 @@ struct event;
 struct iplimit;
 struct proxy_net;
 struct pending;
+struct handoff;
 
 struct worker_listener {
 	struct worker *w;
@@ -25,7 +26,7 @@ struct worker_listener {
 };
 
 struct worker {
-	struct worker_env env;
+	struct worker_env env; /* first: handoff.c finds the worker from it */
 	struct event *cleanup_timer;
 	bool cleanup_running;
 	int cleanup_removed;
@@ -33,7 +34,9 @@ struct worker {
 	unsigned slot;
 	struct proxy_net *proxies; /* trusted_proxies, parsed */
 	size_t nproxies;
-	struct pending *pending; /* connections waiting for their PROXY header */
+	struct pending *pending;  /* connections waiting for their PROXY header */
+	struct handoff *handoff;  /* login workers: to the mail workers */
+	struct event *handoff_rx; /* mail workers: from the login workers */
 	struct worker_listener *listeners;
 	size_t nlisteners;
 	struct event *sig_term, *sig_int, *sig_usr1, *stop_timer;

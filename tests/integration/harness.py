@@ -928,10 +928,13 @@ class Pillar:
         """Every process the master started: workers and auth processes."""
         return children_of(self.proc.pid)
 
-    def workers(self):
+    def workers(self, role=None):
         """The worker processes (the master's children but the auth
-        processes)."""
-        return [p for p in children_of(self.proc.pid) if comm_of(p) != AUTH_COMM]
+        processes); with role ("login" or "mail") only those of that kind."""
+        pids = [p for p in children_of(self.proc.pid) if comm_of(p) != AUTH_COMM]
+        if role is None:
+            return pids
+        return [p for p in pids if comm_of(p) == f"pillar-{role}"]
 
     def auth_processes(self):
         """The auth processes (one per generation; more while old ones

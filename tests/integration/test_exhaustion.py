@@ -365,14 +365,16 @@ def test_out_of_descriptors_at_accept_no_busy_loop_and_recovery(make_pillar):
     p.rlimits[resource.RLIMIT_NOFILE] = (NOFILE, NOFILE)
     p.start()
     workers = p.workers()
+    login = p.workers("login")  # the ones that accept POP3
+    assert login
     socks = []
     try:
-        # Far more connections than the two workers can hold: the rest wait
-        # in the listen queue, and accept(2) fails with EMFILE.
+        # Far more connections than the two login workers can hold: the
+        # rest wait in the listen queue, and accept(2) fails with EMFILE.
         for _ in range(4 * NOFILE):
             socks.append(socket.create_connection(("127.0.0.1", p.port), timeout=10))
-        wait_for(lambda: all(open_fds(w) >= NOFILE - 1 for w in workers), 20,
-                 "the workers to run out of descriptors")
+        wait_for(lambda: all(open_fds(w) >= NOFILE - 1 for w in login), 20,
+                 "the login workers to run out of descriptors")
         wait_for(lambda: "accept failed" in p.log(), 10, "the accept failure to be logged")
         cpu0 = {w: cpu_seconds(w) for w in workers}
         t0 = time.monotonic()
@@ -386,8 +388,8 @@ def test_out_of_descriptors_at_accept_no_busy_loop_and_recovery(make_pillar):
         for s in socks:
             s.close()
     # Descriptors free again: the server takes new clients.
-    wait_for(lambda: all(open_fds(w) < NOFILE // 2 for w in workers), 20,
-             "the workers to close the flood's connections")
+    wait_for(lambda: all(open_fds(w) < NOFILE // 2 for w in login), 20,
+             "the login workers to close the flood's connections")
     fresh_login(p)
     assert p.workers() == workers, "a worker died"
 

@@ -517,12 +517,12 @@ def test_sighup_reloads_config_and_keeps_sessions(mailbox):
 
 
 @pytest.mark.skipif(not is_root(), reason="privilege drop happens only when started as root")
-def test_workers_run_as_run_as_account(pillar):
+def test_mail_workers_run_as_run_as_account(pillar):
     import pwd
 
     account = pillar.conf_value("run_as") or "pillar"
     pw = pwd.getpwnam(account)
-    workers = pillar.workers()
+    workers = pillar.workers("mail")
     assert workers
     for pid in workers:
         with open(f"/proc/{pid}/status") as f:

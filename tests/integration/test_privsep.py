@@ -1,0 +1,183 @@
+"""Least privilege (DESIGN §3): POP3 login workers run as their own account
+(login_as), locked in an empty directory, and hand each logged-in client to a
+mail worker (run_as) — the socket itself, or under TLS a socketpair the login
+worker relays. These tests look at the real processes from outside: their
+ids, root directories and open files, what their credentials can reach, and
+that sessions really live in the mail workers."""
+
+import os
+import pwd
+import signal
+import subprocess
+import time
+
+import pytest
+
+from harness import PASSWORD, PILLAR_BIN, USER, is_root, wait_for
+
+needs_root = pytest.mark.skipif(not is_root(), reason="the drop and the chroot need root")
+
+
+def status_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def ids(pid):
+    st = status_of(pid)
+    return st["Uid"].split(), st["Gid"].split(), st.get("Groups", "").split()
+
+
+@pytest.fixture
+def box(make_pillar):
+    p = make_pillar(pop3s=True)
+    p.add_user(USER, PASSWORD)
+    for i in range(3):
+        p.deliver(USER, f"Subject: m{i}\n\nbody {i}\n".encode())
+    return p
+
+
+def test_roles_and_counts(box):
+    """`workers` login workers and `workers` mail workers."""
+    n = int(box.conf_value("workers"))
+    assert len(box.workers("login")) == n
+    assert len(box.workers("mail")) == n
+
+
+@needs_root
+def test_login_workers_are_jailed_as_login_as(box):
+    login = pwd.getpwnam(box.conf_value("login_as") or "pillar-login")
+    run_as = pwd.getpwnam(box.conf_value("run_as") or "pillar")
+    assert login.pw_uid != run_as.pw_uid
+    jail = box.dir / "empty"
+    st = os.stat(jail)
+    assert st.st_uid == 0 and (st.st_mode & 0o7777) == 0o555
+    assert os.listdir(jail) == []
+    for pid in box.workers("login"):
+        uids, gids, groups = ids(pid)
+        assert uids == [str(login.pw_uid)] * 4, (pid, uids)
+        assert gids == [str(login.pw_gid)] * 4, (pid, gids)
+        assert groups == [str(login.pw_gid)], (pid, groups)
+        assert os.readlink(f"/proc/{pid}/root") == str(jail)
+        assert os.readlink(f"/proc/{pid}/cwd") == str(jail)
+        assert status_of(pid)["NoNewPrivs"].strip() == "1"
+    for pid in box.workers("mail"):
+        uids, gids, _ = ids(pid)
+        assert uids == [str(run_as.pw_uid)] * 4, (pid, uids)
+        assert gids == [str(run_as.pw_gid)] * 4, (pid, gids)
+        assert os.readlink(f"/proc/{pid}/root") == "/"
+        assert status_of(pid)["NoNewPrivs"].strip() == "1"
+
+
+@needs_root
+def test_login_worker_cannot_open_a_file_in_the_mail_root(box):
+    """Nothing of the mail root or the directory is open in a login worker,
+    the mail root does not exist inside its root directory, and a process
+    with exactly its credentials and root cannot open a message — nor could
+    its account outside the jail."""
+    message = next(box.maildir(USER).glob("new/*"))
+    state = str(box.dir)
+    for pid in box.workers("login"):
+        fds = os.listdir(f"/proc/{pid}/fd")
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            assert not target.startswith(state), (pid, fd, target)
+            assert not target.startswith(str(box.mail_root)), (pid, fd, target)
+        assert not os.path.exists(f"/proc/{pid}/root{box.mail_root}")
+        assert not os.path.exists(f"/proc/{pid}/root{state}/directory.db")
+
+    pid = box.workers("login")[0]
+    uids, gids, _ = ids(pid)
+    uid, gid = int(uids[0]), int(gids[0])
+    root = os.readlink(f"/proc/{pid}/root")
+
+    def attempt(chroot):
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child only reports
+            os.close(r)
+            code = b"?"
+            try:
+                if chroot:
+                    os.chroot(root)
+                    os.chdir("/")
+                os.setgroups([gid])
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                try:
+                    with open(message, "rb") as f:
+                        f.read(1)
+                    code = b"opened"
+                except FileNotFoundError:
+                    code = b"ENOENT"
+                except PermissionError:
+                    code = b"EACCES"
+            finally:
+                os.write(w, code)
+                os._exit(0)
+        os.close(w)
+        os.waitpid(child, 0)
+        with os.fdopen(r, "rb") as f:
+            return f.read()
+
+    assert attempt(chroot=True) == b"ENOENT"
+    assert attempt(chroot=False) == b"EACCES"
+
+
+def test_plain_session_lives_in_a_mail_worker(box):
+    """After PASS the client's socket is a mail worker's: killing every login
+    worker does not touch the session."""
+    with box.conn() as c:
+        c.login(USER, PASSWORD)
+        holder = box.holder_of(c)
+        assert holder in box.workers("mail")
+        for pid in box.workers("login"):
+            os.kill(pid, signal.SIGKILL)
+        count, _ = c.stat()
+        assert count == 3
+        c.ok("RETR 1")
+        c.multiline()
+        c.ok("QUIT")
+
+
+def test_tls_session_is_relayed_and_listed_once(box):
+    """Under TLS the login worker relays. A large message arrives intact,
+    `pillar who` lists the session once, with its TLS, from the mail side,
+    and a DELE and QUIT the client sends just before closing still count."""
+    big = b"Subject: big\n\n" + b"".join(b"line %07d of a large message\n" % i for i in range(40000))
+    box.deliver(USER, big)
+    with box.pop3s() as c:
+        c.login(USER, PASSWORD)
+        c.ok("RETR 4")
+        body = c.multiline_raw()
+        assert body.replace(b"\r\n", b"\n").endswith(b"line 0039999 of a large message\n.\n")
+        who = box.cli("who", "--json").stdout.decode()
+        assert who.count(USER) == 1, who
+        assert "TLS" in who, who
+        c.send("DELE 1\r\nQUIT\r\n")
+    # The client closed at once; the relay still delivered DELE and QUIT.
+    wait_for(lambda: len(box.files(USER)) == 3, 10, "the DELE to be applied")
+
+
+def test_pillar_who_and_kick_over_tls(box):
+    with box.pop3s() as c:
+        c.login(USER, PASSWORD)
+        box.cli("kick", USER)
+        # Kicked on the mail side; the relay then closes the TLS side.
+        assert c.read_to_eof(timeout=10) == b""
+    wait_for(lambda: USER not in box.cli("who").stdout.decode(), 10, "the session to go")
+
+
+@needs_root
+def test_refuses_a_jail_that_is_not_empty(make_pillar):
+    p = make_pillar(start=False)
+    jail = p.dir / "empty"
+    jail.mkdir(mode=0o555, exist_ok=True)
+    (jail / "stray").write_text("x")
+    r = subprocess.run([PILLAR_BIN, "serve", "--foreground", "-c", str(p.conf)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "must be an empty directory" in r.stderr, r.stderr
