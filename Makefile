@@ -10,7 +10,7 @@ PREFIX  ?= /usr/local
 SANITIZE ?= 0
 
 # Debian packages the build and the tests need; installed only when missing.
-BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libpq-dev libcrypt-dev libssl-dev libgsasl-dev
+BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libpq-dev libcrypt-dev libssl-dev libgsasl-dev libseccomp-dev
 # postfix is only for its smtp-source and for a private instance the tests
 # start themselves; debconf is told not to configure a system mail server.
 # postgresql and haproxy likewise: the tests start their own cluster and
@@ -27,7 +27,7 @@ BUILD    := build/release
 SANFLAGS :=
 endif
 
-PKG_LIBS := libevent_core libevent_pthreads libevent_openssl sqlite3 libpq libssl libcrypto libcrypt libgsasl
+PKG_LIBS := libevent_core libevent_pthreads libevent_openssl sqlite3 libpq libssl libcrypto libcrypt libgsasl libseccomp
 WARN     := -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes -Werror
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SANFLAGS) -Isrc \

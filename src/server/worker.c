@@ -32,6 +32,7 @@
 #include "store/delivery.h"
 #include "server/handoff.h"
 #include "server/listeners.h"
+#include "server/sandbox.h"
 #include "server/master.h"
 #include "server/worker.h"
 
@@ -267,6 +268,11 @@ int worker_main(const struct worker_params *p)
 	struct bufferevent *ctl_bev = worker_control_start(&w.env, p->ctl, control_stop, &w);
 	if (ctl_bev == NULL)
 		close(p->ctl);
+
+	/* Everything a login worker opens is open by now. */
+	const char *error;
+	if (p->role == ROLE_LOGIN && sandbox_login_worker(&error) < 0)
+		fatal("login worker %u: %s", p->index, error);
 
 	event_base_dispatch(w.env.base);
 

@@ -88,7 +88,7 @@ class Stream:
 def test_sigkill_workers_during_delivery(make_pillar):
     p = make_pillar(smtp=True, workers=2)
     p.add_user(USER, PASSWORD)
-    first_workers = p.workers()
+    first_workers = p.workers("mail")
     assert len(first_workers) == 2, first_workers
 
     s = Stream(p)
@@ -101,13 +101,13 @@ def test_sigkill_workers_during_delivery(make_pillar):
             goal = rnd * TARGET_ACKED // (KILL_ROUNDS + 1)
             wait_for(lambda: s.acked_count() >= goal, 60,
                      f"{goal} acknowledged deliveries before kill round {rnd}")
-            victims = p.workers()
+            victims = p.workers("mail")
             assert victims, "no workers to kill"
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
             killed += victims
             # The master starts new workers.
-            wait_for(lambda: len(p.workers()) == 2 and not set(p.workers()) & set(killed), 20,
+            wait_for(lambda: len(p.workers("mail")) == 2 and not set(p.workers("mail")) & set(killed), 20,
                      "the master to replace the killed workers")
         wait_for(lambda: s.acked_count() >= TARGET_ACKED, 60,
                  f"{TARGET_ACKED} acknowledged deliveries in all")
@@ -176,11 +176,11 @@ def test_sigkill_during_data_leaves_nothing_visible(make_pillar):
     c.send(b"Subject: half\r\n\r\n" + b"partial line\r\n" * 20000)
     # The server is writing the message (into its spool or a tmp/ file).
     wait_for(lambda: spooled_bytes(p) > 0, 20, "the half message to reach the disk")
-    victim = p.workers()[0]
+    victim = p.workers("mail")[0]
     os.kill(victim, signal.SIGKILL)
     assert c.read_to_eof() == b""
     c.close()
-    wait_for(lambda: len(p.workers()) == 1 and victim not in p.workers(), 20,
+    wait_for(lambda: len(p.workers("mail")) == 1 and victim not in p.workers("mail"), 20,
              "the master to replace the killed worker")
     assert p.stored(USER) == {}
     with SmtpConn(p.smtp_port) as c:

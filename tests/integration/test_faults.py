@@ -414,7 +414,7 @@ def test_delivery_system_call_order(make_pillar):
         pytest.skip("strace is not installed (Debian package strace)")
     p = make_pillar(smtp=True, workers=1)
     p.add_user(USER, PASSWORD)
-    worker = p.workers()[0]
+    worker = p.workers("mail")[0]
     out, err = p.base / "strace.out", p.base / "strace.err"
     calls = ("openat,write,writev,sendto,sendmsg,fsync,fdatasync,link,linkat,rename,renameat,"
              "renameat2,unlink,unlinkat")
@@ -549,7 +549,7 @@ def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
         while kills < KILLS:
             assert time.monotonic() < deadline, f"only {kills} kills in 90 s"
             now = time.monotonic()
-            live = p.workers()
+            live = p.workers("mail")
             for pid in live:
                 born.setdefault(pid, now)
             # A worker that dies younger than a second is restarted only
@@ -569,7 +569,7 @@ def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
             time.sleep(rng.uniform(0.02, 0.08))
         acked_at_last_kill = len(load.acked)
         # The server is whole again and the load goes on.
-        wait_for(lambda: len(p.workers()) == KILL_WORKERS, 20, "the master to restart workers")
+        wait_for(lambda: len(p.workers("mail")) == KILL_WORKERS, 20, "the master to restart workers")
         wait_for(lambda: len(load.acked) >= acked_at_last_kill + 20, 30,
                  "deliveries to go on after the last kill")
     finally:

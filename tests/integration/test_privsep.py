@@ -181,3 +181,22 @@ def test_refuses_a_jail_that_is_not_empty(make_pillar):
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert "must be an empty directory" in r.stderr, r.stderr
+
+
+def test_login_workers_run_under_a_syscall_allow_list(box):
+    """Seccomp filter mode (2) in every login worker, still alive after a
+    login, a failed login and a TLS session have gone through them. (A
+    sanitizer build leaves the filter out: its runtime makes calls of its
+    own.)"""
+    with box.conn() as c:
+        c.ok("USER " + USER)
+        c.err("PASS wrong")
+    with box.pop3s() as c:
+        c.login(USER, PASSWORD)
+        c.ok("QUIT")
+    login = box.workers("login")
+    for pid in login:
+        with open(f"/proc/{pid}/maps") as f:
+            sanitized = "libasan" in f.read()
+        assert status_of(pid)["Seccomp"].strip() == ("0" if sanitized else "2"), pid
+    assert box.workers("login") == login, "a login worker died"
