@@ -30,8 +30,9 @@
 
 /* The uids the auth process serves: the workers' account (run_as when
  * started as root, else our own). Runs in the child, before it drops. */
-static size_t allowed_uids(const struct config *cfg, uid_t uids[AUTHD_MAX_UIDS])
+static size_t allowed_uids(const struct master *m, uid_t uids[AUTHD_MAX_UIDS])
 {
+	const struct config *cfg = m->cfg;
 	const char *error;
 	gid_t gid;
 
@@ -39,9 +40,11 @@ static size_t allowed_uids(const struct config *cfg, uid_t uids[AUTHD_MAX_UIDS])
 		uids[0] = geteuid();
 		return 1;
 	}
+	/* Mail workers (SMTP AUTH) and the POP3 login workers. */
 	if (priv_lookup(cfg->run_as, &uids[0], &gid, &error) < 0)
 		fatal("auth process: run_as %s: %s", cfg->run_as, error);
-	return 1;
+	uids[1] = m->login_uid;
+	return 2;
 }
 
 static void spawn(struct master *m, struct authproc *a)
@@ -76,7 +79,7 @@ static void spawn(struct master *m, struct authproc *a)
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
 		struct authd_params p = {.cfg = m->cfg, .listen_fd = a->listen_fd};
-		p.nuids = allowed_uids(m->cfg, p.uids);
+		p.nuids = allowed_uids(m, p.uids);
 		exit(authd_main(&p));
 	}
 	a->pid = pid;

@@ -57,7 +57,7 @@ struct worker_params {
 	int jail;        /* login, as root: the empty directory to chroot to; else -1 */
 	uid_t login_uid; /* login, as root: the login_as account */
 	gid_t login_gid;
-	bool housekeeper; /* the first mail worker of its generation: Maildir sweeps */
+	bool housekeeper;              /* the first mail worker of its generation: Maildir sweeps */
 	const struct authp_addr *auth; /* its generation's auth process */
 };
 int worker_main(const struct worker_params *p);

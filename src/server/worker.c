@@ -157,7 +157,7 @@ static void drop_privileges(const struct worker_params *p)
 	const struct config *cfg = p->cfg;
 	const char *error;
 
-	if (p->role == ROLE_LOGIN && getenv("PILLAR_DEV_NOJAIL") == NULL) { /* DEVONLY */
+	if (p->role == ROLE_LOGIN) {
 		if (p->jail >= 0) {
 			tzset(); /* the log's local time, before /etc is out of reach */
 			if (fchdir(p->jail) < 0 || chroot(".") < 0 || chdir("/") < 0)

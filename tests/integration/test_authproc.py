@@ -177,7 +177,8 @@ def test_one_auth_process_under_the_master(box):
     assert f"auth process started pid={auth} " in p.log()
     # No worker is it, and the workers are all there besides it.
     workers = p.workers()
-    assert len(workers) == 2, workers
+    assert len(p.workers("login")) == 2 and len(p.workers("mail")) == 2, workers
+    assert len(workers) == 4, workers
     assert auth not in workers
     assert all(comm_of(w) != AUTH_COMM for w in workers)
     # It asks for no new privileges, and holds none of the listeners.
@@ -289,7 +290,7 @@ def test_kill_9_logins_recover(box):
         for login in POP3_LOGINS + SMTP_LOGINS:
             login_soon(p, login)
     assert p.proc.poll() is None
-    assert len(p.workers()) == 2
+    assert len(p.workers("login")) == 2 and len(p.workers("mail")) == 2
 
 
 def test_kill_9_in_the_middle_of_a_sasl_exchange(box):
