@@ -27,6 +27,7 @@
 #include "server/iplimit.h"
 #include "server/listeners.h"
 #include "server/master.h"
+#include "server/sandbox.h"
 
 static unsigned slot_number(const struct master *m, const struct worker_slot *slot)
 {
@@ -85,7 +86,7 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		    .auth = authproc_addr(m, slot->generation),
 		};
 		int status = worker_main(&p);
-		exit(status);
+		sandbox_exit(status, login && p.jail >= 0);
 	}
 	close(pair[1]);
 	slot->ctl = pair[0];

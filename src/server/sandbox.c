@@ -19,7 +19,9 @@
 #include <seccomp.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_UNDEFINED__)
 #define SANDBOX_UNDER_SANITIZER 1
@@ -34,6 +36,13 @@ int sandbox_login_worker(const char **error_r)
 {
 	(void)error_r;
 	return 0;
+}
+
+void sandbox_exit(int status, bool chrooted)
+{
+	if (chrooted)
+		_exit(status);
+	exit(status);
 }
 #else
 static const char *const allowed[] = {
@@ -84,5 +93,11 @@ int sandbox_login_worker(const char **error_r)
 		return -1;
 	}
 	return 0;
+}
+
+void sandbox_exit(int status, bool chrooted)
+{
+	(void)chrooted;
+	exit(status);
 }
 #endif
