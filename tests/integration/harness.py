@@ -918,6 +918,15 @@ class Pillar:
                     if time.monotonic() > deadline:
                         raise AssertionError(f"pillar serve did not greet {what} connections in time")
                     time.sleep(0.05)
+        # Every worker has dropped its privileges and named itself (tests
+        # look for them by name), or the time is up.
+        n = int(self.conf_value("workers") or 0)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            names = [comm_of(pid) for pid in children_of(self.proc.pid)]
+            if (n and names.count("pillar-login") == n and names.count("pillar-mail") == n
+                    and all(name.startswith("pillar-") for name in names)):
+                break
+            time.sleep(0.02)
         return self
 
     @property
