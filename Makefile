@@ -16,7 +16,7 @@ BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libpq-dev libcrypt
 # postgresql and haproxy likewise: the tests start their own cluster and
 # their own HAProxy from private configs on loopback ports (Debian's default
 # haproxy.cfg listens nowhere).
-TEST_PKGS  := libcmocka-dev python3-pytest curl fetchmail mpop openssl swaks postfix iproute2 strace postgresql \
+TEST_PKGS  := libcmocka-dev python3-pytest python3-pytest-xdist curl fetchmail mpop openssl swaks postfix iproute2 strace postgresql \
 	      haproxy
 
 ifeq ($(SANITIZE),1)
@@ -85,38 +85,39 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 run: pillar
 	@./scripts/demo-run
 
+# Integration tests run TEST_JOBS at a time (pytest-xdist): each test has
+# its own server on its own ports and mostly waits on sockets and timers.
+TEST_JOBS ?= 4
+PYTEST    := /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider -n $(TEST_JOBS)
+
 test: test-deps pillar $(UNIT_BINS)
 	@status=0; \
 	echo "== unit tests"; \
 	for t in $(UNIT_BINS); do $$t || status=1; done; \
 	echo "== integration tests"; \
-	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration || status=1; \
+	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) tests/integration || status=1; \
 	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  echo "== POP3, SMTP and LMTP integration tests with a PostgreSQL directory (a subset; make test-postgresql runs them all)"; \
-	  PILLAR_TEST_DIRECTORY=postgresql PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PG_QUICK) || status=1; \
+	  echo "== POP3, SMTP, LMTP and auth integration tests again with a PostgreSQL directory"; \
+	  PILLAR_TEST_DIRECTORY=postgresql PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) $(PG_SUITE) || status=1; \
 	fi; \
 	exit $$status
 
 # The protocol suites again with `directory = postgresql://...` (a cluster
 # the tests start, tests/integration/pgcluster.py); the one test that looks
-# at directory.db itself is left out. `make test` runs the files that use the
-# directory most (logins, recipients, aliases, quotas) to stay within its
-# time; `make test-postgresql` runs them all.
-PG_QUICK := tests/integration/test_pop3_commands.py tests/integration/test_smtp_commands.py \
-	    tests/integration/test_lmtp.py tests/integration/test_deliver.py
+# at directory.db itself is left out.
 PG_SUITE := $(wildcard tests/integration/test_pop3_*.py tests/integration/test_smtp_*.py) \
 	    tests/integration/test_lmtp.py tests/integration/test_deliver.py tests/integration/test_auth.py \
 	    --deselect tests/integration/test_pop3_session.py::test_state_owned_by_run_as_account
 
 
 test-postgresql: test-deps pillar
-	PILLAR_TEST_DIRECTORY=postgresql PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider $(PG_SUITE)
+	PILLAR_TEST_DIRECTORY=postgresql PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) $(PG_SUITE)
 
 unit: test-deps $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
 
 integration: test-deps pillar
-	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) tests/integration $(PYTEST_ARGS)
 
 format:
 	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS)

@@ -16,6 +16,29 @@ import pytest
 from harness import BOB, BOB_PASSWORD, DEFAULT_SETTINGS, PASSWORD, USER, Pillar, simple_message
 
 
+def pytest_sessionstart(session):
+    """As root, `pillar init` creates the system accounts it needs (run_as,
+    login_as) when they are missing. Tests run several at a time (pytest-
+    xdist), and two useradd at once can fail on the password file's lock:
+    so one init runs first, under a lock all test processes share."""
+    if os.geteuid() != 0:
+        return
+    import fcntl
+    import subprocess
+
+    from harness import PILLAR_BIN
+
+    with open(os.path.join(tempfile.gettempdir(), "pillar-test-accounts.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tmp = tempfile.mkdtemp(prefix="pillar-accounts-")
+        os.chmod(tmp, 0o755)  # init's child, as run_as, works in there
+        try:
+            subprocess.run([PILLAR_BIN, "init", os.path.join(tmp, "inst")], check=True,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
