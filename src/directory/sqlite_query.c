@@ -435,26 +435,31 @@ int sq_row_to_user(sqlite3_stmt *st, struct dir_user *out)
 	                    sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 6));
 }
 
-static int sq_user_lookup(struct dir *base, const char *addr, struct dir_user *out,
-                          const char **error_r)
+/* One-row lookup of a user with a prepared statement bound to one text. */
+static int user_row(struct sq_dir *dir, enum sq_stmt which, const char *key, struct dir_user *out,
+                    const char **error_r)
 {
-	struct sq_dir *dir = sq(base);
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = sq_stmt(dir, which);
 	int rc, ret;
 
-	st = sq_stmt(dir, ST_USER_LOOKUP);
-	sq_bind_text(st, 1, addr);
+	sq_bind_text(st, 1, key);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		ret = sq_row_to_user(st, out) == 0
 		          ? 1
-		          : dir_fail(&dir->base, error_r, "mailbox %s has a malformed row", addr);
+		          : dir_fail(&dir->base, error_r, "mailbox of %s has a malformed row", key);
 	else if (rc == SQLITE_DONE)
 		ret = 0;
 	else
 		ret = sq_fail(dir, error_r, "looking up a mailbox");
 	sqlite3_reset(st);
 	return ret;
+}
+
+static int sq_user_lookup(struct dir *base, const char *addr, struct dir_user *out,
+                          const char **error_r)
+{
+	return user_row(sq(base), ST_USER_LOOKUP, addr, out, error_r);
 }
 
 static int sq_user_list(struct dir *base, const char *domain,
@@ -500,27 +505,6 @@ static int alias_exists(struct sq_dir *dir, const char *addr, const char **error
 	if (rc == SQLITE_DONE)
 		return 0;
 	return sq_fail(dir, error_r, "looking up an alias");
-}
-
-/* One-row lookup of a user with a prepared statement bound to one text. */
-static int user_row(struct sq_dir *dir, enum sq_stmt which, const char *key, struct dir_user *out,
-                    const char **error_r)
-{
-	sqlite3_stmt *st = sq_stmt(dir, which);
-	int rc, ret;
-
-	sq_bind_text(st, 1, key);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		ret = sq_row_to_user(st, out) == 0
-		          ? 1
-		          : dir_fail(&dir->base, error_r, "mailbox of %s has a malformed row", key);
-	else if (rc == SQLITE_DONE)
-		ret = 0;
-	else
-		ret = sq_fail(dir, error_r, "looking up a mailbox");
-	sqlite3_reset(st);
-	return ret;
 }
 
 static int sq_user_first_in_domain(struct dir *base, const char *domain, struct dir_user *out,
