@@ -11,6 +11,7 @@ a delivery agent would (write in tmp/, rename into new/ or cur/).
 """
 
 import os
+import poplib
 import re
 import shutil
 import signal
@@ -1123,6 +1124,36 @@ def simple_message(i, body=None):
         f"From: sender{i}@example.org\nTo: {USER}\nSubject: test message {i}\n"
         f"Message-ID: <{i}.test@example.org>\n\n{body}"
     ).encode()
+
+
+class POP3From(poplib.POP3):
+    """poplib's client; with source, its socket bound to that address first
+    (all of 127/8 is loopback: another client host)."""
+
+    def __init__(self, port, source=None, timeout=IO_TIMEOUT):
+        self.source = source
+        super().__init__("127.0.0.1", port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self.source, 0) if self.source else None)
+
+
+def pop3_login(port, user, password, source=None):
+    """A poplib session: (client, None) after +OK, or (None, the -ERR reply)."""
+    p = POP3From(port, source)
+    try:
+        p.user(user)
+        p.pass_(password)
+    except poplib.error_proto as e:
+        try:
+            p.close()
+        except OSError:
+            pass
+        err = e.args[0]
+        # poplib gives its own complaints (a dropped connection) as str.
+        return None, err if isinstance(err, bytes) else err.encode()
+    return p, None
 
 
 def is_root():

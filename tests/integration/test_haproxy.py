@@ -21,7 +21,6 @@ Skipped when PostgreSQL's server programs or HAProxy are not installed.
 
 import json
 import os
-import poplib
 import re
 import shutil
 import signal
@@ -44,6 +43,7 @@ from harness import (
     Closed,
     dot_stuff,
     Conn,
+    POP3From,
     SmtpConn,
     free_ports,
     lf,
@@ -51,6 +51,7 @@ from harness import (
     split_trace,
     wait_for,
 )
+from harness import pop3_login as harness_pop3_login
 from pgcluster import Cluster, pg_bindir
 
 
@@ -182,18 +183,6 @@ class HAProxy:
 # Clients that connect from a chosen loopback address
 
 
-class POP3From(poplib.POP3):
-    """poplib's client, its socket bound to a source address first."""
-
-    def __init__(self, port, source, timeout=IO_TIMEOUT):
-        self.source = source
-        super().__init__("127.0.0.1", port, timeout=timeout)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout,
-                                        source_address=(self.source, 0))
-
-
 def smtp_from(port, source, greet=True):
     sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT,
                                     source_address=(source, 0))
@@ -215,19 +204,7 @@ def send(conn, rcpt, data):
 
 
 def pop3_login(port, user, password, source=CLIENT):
-    """(client, None) after +OK, or (None, the -ERR reply)."""
-    p = POP3From(port, source)
-    try:
-        p.user(user)
-        p.pass_(password)
-    except poplib.error_proto as e:
-        try:
-            p.close()
-        except OSError:
-            pass
-        err = e.args[0]
-        return None, err if isinstance(err, bytes) else err.encode()
-    return p, None
+    return harness_pop3_login(port, user, password, source)
 
 
 def login_when_free(port, user, password, timeout=15, source=CLIENT):

@@ -38,6 +38,7 @@ from harness import (
     Conn,
     PILLAR_BIN,
     free_port,
+    pop3_login,
     set_key,
     wait_for,
 )
@@ -82,23 +83,6 @@ def advisory_locks(cluster, url):
                         f" WHERE l.locktype = 'advisory' AND l.objsubid = 1"
                         f" AND d.datname = '{dbname}'")
     return int(rows[0][0])
-
-
-def pop3_login(port, user, password):
-    """poplib session; returns (client, None) or (None, the -ERR reply)."""
-    p = poplib.POP3("127.0.0.1", port, timeout=IO_TIMEOUT)
-    try:
-        p.user(user)
-        p.pass_(password)
-    except poplib.error_proto as e:
-        try:
-            p.close()
-        except OSError:
-            pass
-        err = e.args[0]
-        # poplib gives its own complaints (a dropped connection) as str.
-        return None, err if isinstance(err, bytes) else err.encode()
-    return p, None
 
 
 def message(i, tag="m"):
