@@ -55,11 +55,15 @@ struct pop3_session {
 	struct pop3_stuff stuff;
 
 	bool opening;      /* the mailbox scan runs on the pool */
-	bool conn_gone;    /* closed while opening: free when the scan returns */
+	bool expunging;    /* QUIT's removals and fsyncs run on the pool */
+	bool conn_gone;    /* closed meanwhile: free when the job returns */
 	bool stop_pending; /* shutdown arrived in the middle of a reply */
 	bool open_failed;
 	int open_result; /* of maildir_lock: 0 taken, 1 busy, -1 error */
 	const char *open_error;
+	int quit_result; /* of maildir_expunge */
+	size_t quit_failed;
+	const char *quit_error;
 	char *path;
 
 	unsigned bad_commands;
@@ -112,7 +116,7 @@ static void session_shutdown(struct env_client *node)
 	struct pop3_session *s = (struct pop3_session *)node;
 	if (s->conn == NULL || conn_closing(s->conn))
 		return;
-	if (s->opening || s->pump != PUMP_NONE)
+	if (s->opening || s->expunging || s->pump != PUMP_NONE)
 		s->stop_pending = true;
 	else
 		session_say_shutdown(s);
@@ -241,7 +245,7 @@ static void session_timeout(void *ctx)
 {
 	struct pop3_session *s = ctx;
 	/* RFC 1939 §3: an autologout timer expiry does not enter UPDATE. */
-	if (s->pump == PUMP_NONE)
+	if (s->pump == PUMP_NONE && !s->expunging)
 		conn_printf(s->conn, "-ERR [SYS/PERM] idle for too long, closing connection\r\n");
 	log_info("sid=%s event=disconnect reason=idle-timeout user=%s deleted=0", s->sid, s->user);
 }
@@ -256,7 +260,7 @@ static void session_closed(void *ctx, enum conn_close_reason why)
 		         s->sid, why == CONN_CLOSE_FLOOD ? "line-flood" : "client-gone", s->user,
 		         s->retrieved, s->octets_sent);
 	s->conn = NULL;
-	if (s->opening) {
+	if (s->opening || s->expunging) {
 		s->conn_gone = true;
 		return;
 	}
@@ -531,29 +535,67 @@ int pop3_mail_capa(struct pop3_session *s, const struct pop3_cmd *cmd)
 	return 0;
 }
 
-int pop3_mail_quit(struct pop3_session *s, const struct pop3_cmd *cmd)
+/* UPDATE state (RFC 1939 §6): removing the marked files and fsyncing their
+ * directories waits on the disk, so it runs on the pool, never on the loop
+ * that serves every other session of this worker. Once started it runs to
+ * the end whatever happens to the connection (a client that sent QUIT asked
+ * for it); the reply waits for it, so +OK still means the removals are on
+ * disk. */
+static void session_quit_work(void *arg)
 {
-	(void)cmd;
-	size_t failed = 0;
-	const char *error = NULL;
+	struct pop3_session *s = arg;
 
-	/* UPDATE state (RFC 1939 §6). It runs to the end within this call, so
-	 * a shutdown signal cannot interrupt it half-way. */
-	if (s->ndeleted > 0 && maildir_expunge(s->md, s->deleted, &failed, &error) < 0) {
+	s->quit_failed = 0;
+	s->quit_error = NULL;
+	s->quit_result = maildir_expunge(s->md, s->deleted, &s->quit_failed, &s->quit_error);
+}
+
+static void session_quit_reply(struct pop3_session *s, bool failed)
+{
+	if (failed) {
 		log_error("sid=%s event=expunge-error user=%s failed=%zu error=\"%s\"", s->sid,
-		          s->user, failed, error);
-		conn_printf(s->conn,
-		            "-ERR [SYS/TEMP] %zu of %zu deleted messages could not be "
-		            "removed\r\n",
-		            failed, s->ndeleted);
-	} else {
+		          s->user, s->quit_failed, s->quit_error);
+		if (s->conn != NULL)
+			conn_printf(s->conn,
+			            "-ERR [SYS/TEMP] %zu of %zu deleted messages could not be "
+			            "removed\r\n",
+			            s->quit_failed, s->ndeleted);
+	} else if (s->conn != NULL) {
 		conn_printf(s->conn,
 		            "+OK Pillar POP3 server signing off (%zu messages deleted)\r\n",
 		            s->ndeleted);
 	}
 	log_info("sid=%s event=disconnect reason=quit user=%s retr=%u octets=%" PRIu64
 	         " deleted=%zu",
-	         s->sid, s->user, s->retrieved, s->octets_sent, s->ndeleted - failed);
+	         s->sid, s->user, s->retrieved, s->octets_sent, s->ndeleted - s->quit_failed);
+}
+
+static void session_quit_done(void *arg)
+{
+	struct pop3_session *s = arg;
+
+	s->expunging = false;
+	session_quit_reply(s, s->quit_result < 0);
+	if (s->conn_gone) {
+		session_free(s);
+		return;
+	}
 	conn_close(s->conn);
+}
+
+int pop3_mail_quit(struct pop3_session *s, const struct pop3_cmd *cmd)
+{
+	(void)cmd;
+
+	s->quit_failed = 0;
+	if (s->ndeleted == 0) {
+		session_quit_reply(s, false);
+		conn_close(s->conn);
+		return 0;
+	}
+	/* No further command is read: the session ends with this reply. */
+	conn_pause(s->conn);
+	s->expunging = true;
+	pool_submit(s->env->pool, session_quit_work, session_quit_done, s);
 	return 0;
 }

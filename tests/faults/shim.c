@@ -17,7 +17,9 @@
  *          ENOMEM, EPERM, EINTR): the call fails with it and does nothing;
  *          kill: SIGKILL before the call; kill-after: the call is made, then
  *          SIGKILL (before its caller sees the result);
- *          short (write only): half the bytes are written.
+ *          short (write only): half the bytes are written;
+ *          stall: the call is made, but only after a pause of STALL_MS
+ *          (the disk of a busy machine, for tests of what waits on it).
  * after=N  the N-th call under the root is the first to fail (default 1)
  * times=K  that many calls in a row fail (default 1)
  *
@@ -42,7 +44,10 @@
 #include <unistd.h>
 
 enum call { C_NONE, C_WRITE, C_FSYNC, C_RENAME, C_LINK, C_UNLINK, C_CREATE };
-enum action { A_ERRNO, A_KILL, A_KILL_AFTER, A_SHORT };
+enum action { A_ERRNO, A_KILL, A_KILL_AFTER, A_SHORT, A_STALL };
+
+/* How long a stalled call waits before it is made. */
+#define STALL_MS 2000
 
 static struct {
 	enum call call;
@@ -116,6 +121,10 @@ static int parse_action(const char *s, size_t n)
 	}
 	if (n == 5 && strncmp(s, "short", 5) == 0) {
 		fault.action = A_SHORT;
+		return 0;
+	}
+	if (n == 5 && strncmp(s, "stall", 5) == 0) {
+		fault.action = A_STALL;
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(errnos) / sizeof(errnos[0]); i++) {
@@ -257,10 +266,13 @@ static int decide(enum call call, const char *path)
 	    fault.action == A_ERRNO        ? strerror(fault.err)
 	    : fault.action == A_KILL       ? "SIGKILL before"
 	    : fault.action == A_KILL_AFTER ? "SIGKILL after"
+	    : fault.action == A_STALL      ? "stalled"
 	                                   : "short write",
 	    path);
 	if (fault.action == A_KILL)
 		die();
+	if (fault.action == A_STALL)
+		usleep(STALL_MS * 1000);
 	return (int)fault.action;
 }
 

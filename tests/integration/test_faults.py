@@ -364,6 +364,32 @@ def test_fault_during_pop3_update(make_pillar, shim, spec):
         c.ok("QUIT")
 
 
+def test_slow_disk_at_quit_does_not_hold_up_other_sessions(make_pillar, shim):
+    # One worker, so both sessions share one event loop. The first fsync
+    # under the mail root (new/, after QUIT's unlinks) takes 2 s: the other
+    # session must be served meanwhile, and the QUIT still answered +OK only
+    # once the removal is on disk.
+    p, mark = faulty(make_pillar, shim, "fsync:stall", workers=1)
+    gone = p.deliver(USER, b"Subject: one\n\nbody one\n")
+    kept = p.deliver(USER, b"Subject: two\n\nbody two\n")
+    p.deliver(BOB, b"Subject: bob\n\nbody bob\n")
+    with p.session(USER, PASSWORD) as a, p.session(BOB, BOB_PASSWORD) as b:
+        a.ok("DELE 1")
+        a.send("QUIT\r\n")
+        wait_for(mark.exists, 10, "the stalled fsync")
+        started = time.monotonic()
+        assert b.stat()[0] == 1
+        b.ok("RETR 1")
+        assert b.multiline() == [b"Subject: bob", b"", b"body bob"]
+        took = time.monotonic() - started
+        assert took < 1.0, f"a session waited {took:.2f} s behind another's QUIT"
+        assert not a.pending(0), "QUIT answered before its fsync"
+        assert a.line(timeout=10).startswith(b"+OK"), "QUIT not answered +OK"
+        assert p.uniques_on_disk(USER) == [kept]
+        assert gone not in p.uniques_on_disk(USER)
+        b.ok("QUIT")
+
+
 # -- the order of the system calls of one delivery --------------------------------
 
 
