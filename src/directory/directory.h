@@ -139,6 +139,12 @@ int dir_user_set_credentials(struct dir *dir, const char *address, const char *p
                              const char **error_r);
 int dir_user_lookup(struct dir *dir, const char *address, struct dir_user *out,
                     const char **error_r);
+/* Records a login at `when`. The time is kept to the minute: when the
+ * recorded one is less than DIR_LAST_LOGIN_STEP_S older, nothing is written,
+ * so a client polling every few seconds costs no write (and no fsync) per
+ * login. A missing mailbox is an error. */
+#define DIR_LAST_LOGIN_STEP_S   60
+#define DIR_LAST_LOGIN_STEP_SQL "60"
 int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, const char **error_r);
 /* Calls fn for each mailbox (of `domain`, or all when NULL) in address order. */
 int dir_user_list(struct dir *dir, const char *domain,

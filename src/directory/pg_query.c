@@ -284,14 +284,30 @@ static int pg_user_rename(struct dir *base, const char *from, const char *to, co
 	return pg_tx_commit(base, error_r);
 }
 
+static int pg_user_lookup(struct dir *base, const char *addr, struct dir_user *out,
+                          const char **error_r);
+
 static int pg_user_touch_login(struct dir *base, const char *addr, int64_t when,
                                const char **error_r)
 {
 	char w[24];
 	const char *values[2] = {addr, w};
 
+	long changed;
+
 	pg_fmt_int64(w, sizeof(w), when);
-	return user_change(pg(base), ST_USER_TOUCH, 2, values, "recording a login", error_r);
+	if (pg_exec_change(pg(base), ST_USER_TOUCH, 2, values, &changed, "recording a login",
+	                   error_r) < 0)
+		return -1;
+	if (changed > 0)
+		return 0;
+	/* Recorded less than a minute ago, or no such mailbox. */
+	struct dir_user u;
+	int found = pg_user_lookup(base, addr, &u, error_r);
+	OPENSSL_cleanse(u.password_hash, sizeof(u.password_hash));
+	if (found == 0)
+		return dir_fail(base, error_r, "no such mailbox %s", addr);
+	return found < 0 ? -1 : 0;
 }
 
 static int pg_user_get_scram(struct dir *base, const char *addr, struct dir_scram *out,

@@ -92,7 +92,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                              " apop_secret = NULL"
                              " WHERE address = ?1",
     [ST_USER_LOOKUP] = "SELECT " DIR_USER_COLUMNS " FROM mailboxes WHERE address = ?1",
-    [ST_USER_TOUCH] = "UPDATE mailboxes SET last_login = ?2 WHERE address = ?1",
+    /* DIR_LAST_LOGIN_STEP_S: written when a minute old, or from the future
+     * (the clock went back). */
+    [ST_USER_TOUCH] = "UPDATE mailboxes SET last_login = ?2 WHERE address = ?1"
+                      " AND (last_login > ?2 OR last_login <= ?2 - " DIR_LAST_LOGIN_STEP_SQL ")",
     [ST_USER_LIST_ALL] = "SELECT " DIR_USER_COLUMNS " FROM mailboxes ORDER BY address",
     [ST_USER_LIST_DOMAIN] = "SELECT m.address, m.password_hash, m.quota_bytes,"
                             " m.quota_messages, m.locked, m.created, m.last_login"

@@ -2,6 +2,7 @@
  * operations), and the backend's table. The statements are sqlite.c's. */
 #include "directory/sqlite_internal.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +294,9 @@ static int sq_user_rename(struct dir *base, const char *from, const char *to, co
 	return sq_commit(dir, error_r);
 }
 
+static int sq_user_lookup(struct dir *base, const char *addr, struct dir_user *out,
+                          const char **error_r);
+
 static int sq_user_touch_login(struct dir *base, const char *addr, int64_t when,
                                const char **error_r)
 {
@@ -302,7 +306,19 @@ static int sq_user_touch_login(struct dir *base, const char *addr, int64_t when,
 	st = sq_stmt(dir, ST_USER_TOUCH);
 	sq_bind_text(st, 1, addr);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)when);
-	return user_change(dir, st, addr, "recording a login", error_r);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sq_fail(dir, error_r, "recording a login");
+	if (sqlite3_changes(dir->db) > 0)
+		return 0;
+	/* Recorded less than a minute ago, or no such mailbox. */
+	struct dir_user u;
+	int found = sq_user_lookup(base, addr, &u, error_r);
+	OPENSSL_cleanse(u.password_hash, sizeof(u.password_hash));
+	if (found == 0)
+		return dir_fail(&dir->base, error_r, "no such mailbox %s", addr);
+	return found < 0 ? -1 : 0;
 }
 
 static void bind_scram(sqlite3_stmt *st, int first, const struct dir_scram *scram)

@@ -197,6 +197,37 @@ static void test_users(void **state)
 	assert_string_equal(err, "no such mailbox nobody@one.test");
 	assert_int_equal(dir_user_touch_login(dir, "nobody@one.test", 1, &err), -1);
 
+	/* Logins are recorded to the minute: a later one within a minute
+	 * writes nothing, one a minute later does, and so does one "earlier"
+	 * (the clock went back). */
+	struct stat wal_before, wal_after;
+	char *wal = NULL;
+	if (getenv("PILLAR_TEST_DIRECTORY") == NULL) {
+		char *db = config_sqlite_path(&fx->cfg);
+		wal = xasprintf("%s-wal", db);
+		free(db);
+	}
+	if (wal != NULL)
+		assert_int_equal(stat(wal, &wal_before), 0);
+	assert_int_equal(dir_user_touch_login(dir, "bob@one.test", 1700000000 + 59, &err), 0);
+	if (wal != NULL) {
+		assert_int_equal(stat(wal, &wal_after), 0);
+		assert_int_equal(wal_after.st_size, wal_before.st_size);
+		assert_int_equal(wal_after.st_mtim.tv_nsec, wal_before.st_mtim.tv_nsec);
+		assert_int_equal(wal_after.st_mtim.tv_sec, wal_before.st_mtim.tv_sec);
+		free(wal);
+	}
+	assert_int_equal(dir_user_lookup(dir, "bob@one.test", &u, &err), 1);
+	assert_int_equal(u.last_login, 1700000000);
+	assert_int_equal(dir_user_touch_login(dir, "bob@one.test", 1700000000 + 60, &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "bob@one.test", &u, &err), 1);
+	assert_int_equal(u.last_login, 1700000060);
+	assert_int_equal(dir_user_touch_login(dir, "bob@one.test", 1600000000, &err), 0);
+	assert_int_equal(dir_user_lookup(dir, "bob@one.test", &u, &err), 1);
+	assert_int_equal(u.last_login, 1600000000);
+	assert_int_equal(dir_user_touch_login(dir, "nobody@one.test", 1600000000, &err), -1);
+	assert_string_equal(err, "no such mailbox nobody@one.test");
+
 	assert_int_equal(dir_user_list(dir, NULL, collect_user, &c, &err), 0);
 	assert_string_equal(c.buf, "alice@one.test;bob@one.test;carol@two.test;");
 	c.buf[0] = '\0';
