@@ -64,6 +64,7 @@ struct pop3_session {
 	int quit_result; /* of maildir_expunge */
 	size_t quit_failed;
 	const char *quit_error;
+	char quit_error_buf[256];
 	char *path;
 
 	unsigned bad_commands;
@@ -548,6 +549,12 @@ static void session_quit_work(void *arg)
 	s->quit_failed = 0;
 	s->quit_error = NULL;
 	s->quit_result = maildir_expunge(s->md, s->deleted, &s->quit_failed, &s->quit_error);
+	/* The error may be in this thread's buffer, which the next job on it
+	 * reuses: copied for the loop's log line. */
+	if (s->quit_error != NULL) {
+		snprintf(s->quit_error_buf, sizeof(s->quit_error_buf), "%s", s->quit_error);
+		s->quit_error = s->quit_error_buf;
+	}
 }
 
 static void session_quit_reply(struct pop3_session *s, bool failed)
