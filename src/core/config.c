@@ -331,6 +331,18 @@ static int set_login_timeout(struct config *cfg, const char *v, char *why)
 	return 0;
 }
 
+static int set_smtp_first_mail_timeout(struct config *cfg, const char *v, char *why)
+{
+	uint64_t n;
+
+	if (parse_time(v, &n, why) < 0)
+		return -1;
+	if (n < MIN_LOGIN_TIMEOUT_MS || n > MAX_LOGIN_TIMEOUT_MS)
+		return fail(why, "must be from 1s to 1h");
+	cfg->smtp_first_mail_timeout = n;
+	return 0;
+}
+
 static int set_auth_failure_delay(struct config *cfg, const char *v, char *why)
 {
 	uint64_t n;
@@ -395,6 +407,7 @@ static const struct config_key keys[] = {
     {"max_message_size", set_max_message_size, false},
     {"pop3_idle_timeout", set_pop3_idle_timeout, false},
     {"login_timeout", set_login_timeout, false},
+    {"smtp_first_mail_timeout", set_smtp_first_mail_timeout, false},
     {"auth_failure_delay", set_auth_failure_delay, false},
     {"max_connections_per_ip", set_max_connections_per_ip, false},
     {"trusted_proxies", set_trusted_proxies, true},
@@ -546,6 +559,7 @@ static void set_defaults(struct config *cfg)
 	cfg->max_message_size = 50ull * 1024 * 1024;
 	cfg->pop3_idle_timeout = POP3_MIN_IDLE_TIMEOUT_MS;
 	cfg->login_timeout = 60ull * 1000;
+	cfg->smtp_first_mail_timeout = 60ull * 1000;
 	cfg->auth_failure_delay = 2ull * 1000;
 	cfg->max_connections_per_ip = 20;
 	cfg->workers = online_cpus();
@@ -755,6 +769,7 @@ void config_dump(const struct config *cfg, FILE *out)
 	dump_size(out, "max_message_size", cfg->max_message_size);
 	dump_ms(out, "pop3_idle_timeout", cfg->pop3_idle_timeout);
 	dump_ms(out, "login_timeout", cfg->login_timeout);
+	dump_ms(out, "smtp_first_mail_timeout", cfg->smtp_first_mail_timeout);
 	dump_ms(out, "auth_failure_delay", cfg->auth_failure_delay);
 	fprintf(out, "max_connections_per_ip = %u\n", cfg->max_connections_per_ip);
 	dump_list(out, "trusted_proxies", &cfg->trusted_proxies);

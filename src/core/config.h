@@ -42,10 +42,11 @@ struct config {
 	/* RFC 1939 §7 APOP: the greeting carries a timestamp and APOP is
 	 * accepted for mailboxes that have an APOP secret. Default off. */
 	bool apop;
-	uint64_t max_message_size;   /* bytes, default 50M */
-	uint64_t pop3_idle_timeout;  /* ms, default 10m, never below 10m */
-	uint64_t login_timeout;      /* ms, default 60s */
-	uint64_t auth_failure_delay; /* ms, default 2s */
+	uint64_t max_message_size;        /* bytes, default 50M */
+	uint64_t pop3_idle_timeout;       /* ms, default 10m, never below 10m */
+	uint64_t login_timeout;           /* ms, default 60s */
+	uint64_t smtp_first_mail_timeout; /* ms, default 60s */
+	uint64_t auth_failure_delay;      /* ms, default 2s */
 	unsigned max_connections_per_ip;
 	struct strlist trusted_proxies;
 	unsigned workers; /* default: number of online CPUs */

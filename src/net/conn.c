@@ -34,6 +34,9 @@ struct conn {
 	size_t max_line;
 	size_t discarded; /* bytes of an over-long line thrown away so far */
 	struct event *deadline;
+	struct event *line_timer; /* conn_set_line_timeout, while a line is open */
+	uint64_t line_timeout_ms; /* 0 = lines are not timed */
+	bool line_open;           /* octets of an unfinished line have been read */
 	bool discarding;
 	bool paused;
 	bool eof;                  /* the client half-closed; finish buffered lines */
@@ -71,6 +74,8 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (c->deadline != NULL)
 		event_free(c->deadline);
+	if (c->line_timer != NULL)
+		event_free(c->line_timer);
 	if (c->under_watch)
 		evbuffer_remove_cb(bufferevent_get_output(c->under), conn_under_drained, c);
 	bufferevent_free(c->bev);
@@ -94,6 +99,8 @@ static void conn_finish(struct conn *c, enum conn_close_reason why)
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	if (c->deadline != NULL)
 		event_del(c->deadline);
+	if (c->line_timer != NULL)
+		event_del(c->line_timer);
 	struct timeval zero = {0, 0};
 	if (event_base_once(c->base, -1, EV_TIMEOUT, conn_free_cb, c, &zero) < 0)
 		abort(); /* out of memory in libevent: nothing sane is left */
@@ -212,6 +219,41 @@ static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	conn_eventcb(((struct conn *)arg)->bev, BEV_EVENT_TIMEOUT, arg);
 }
 
+/* A line is complete (or dropped, or no longer read as a line): the next
+ * one gets its own time. */
+static void conn_line_done(struct conn *c)
+{
+	c->line_open = false;
+	if (c->line_timer != NULL)
+		event_del(c->line_timer);
+}
+
+/* After reading: start the clock when an unfinished line has begun, stop
+ * it when the line is complete (even if the protocol is busy and has not
+ * taken it yet: waiting for us is not the client's time). The first octet
+ * arrived no earlier than the read before this call, so a line is never
+ * given less time than the protocol asked for. */
+static void conn_line_check(struct conn *c)
+{
+	if (c->line_timeout_ms == 0 || c->closing || c->raw || c->handshaking)
+		return;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	bool open = (c->discarding || evbuffer_get_length(in) > 0) &&
+	            evbuffer_search(in, "\n", 1, NULL).pos < 0;
+	if (!open) {
+		conn_line_done(c);
+		return;
+	}
+	if (c->line_open)
+		return;
+	if (c->line_timer == NULL)
+		c->line_timer = evtimer_new(c->base, conn_deadline_cb, c);
+	struct timeval tv = {(time_t)(c->line_timeout_ms / 1000),
+	                     (suseconds_t)((c->line_timeout_ms % 1000) * 1000)};
+	evtimer_add(c->line_timer, &tv);
+	c->line_open = true;
+}
+
 static void conn_count_out(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	(void)buf;
@@ -284,6 +326,7 @@ void conn_starttls(struct conn *c, SSL *ssl)
 	 * the TLS layer and fail the handshake instead. */
 	evbuffer_drain(in, evbuffer_get_length(in));
 	c->discarding = false;
+	conn_line_done(c);
 	/* From here `plain` carries TLS records; count the plaintext only. */
 	evbuffer_remove_cb(bufferevent_get_output(plain), conn_count_out, c);
 	/* The plaintext reply already queued on `plain` is written before any
@@ -414,10 +457,17 @@ void conn_set_deadline(struct conn *c, uint64_t ms)
 	evtimer_add(c->deadline, &tv);
 }
 
+void conn_set_line_timeout(struct conn *c, uint64_t ms)
+{
+	c->line_timeout_ms = ms;
+	conn_line_done(c);
+}
+
 void conn_set_raw(struct conn *c, bool raw)
 {
 	c->raw = raw;
 	c->discarding = false;
+	conn_line_done(c);
 }
 
 void conn_start(struct conn *c)
@@ -478,6 +528,7 @@ static void conn_process(struct conn *c)
 			c->discarded += n;
 			if (lf.pos >= 0) {
 				c->discarding = false;
+				conn_line_done(c);
 				continue;
 			}
 			if (c->discarded > CONN_MAX_DISCARD) {
@@ -498,6 +549,7 @@ static void conn_process(struct conn *c)
 		}
 		size_t n = (size_t)lf.pos + 1;
 		c->bytes_in += n;
+		conn_line_done(c);
 		if (n > c->max_line) {
 			evbuffer_drain(in, n);
 			c->h->line_too_long(c->ctx);
@@ -511,6 +563,7 @@ static void conn_process(struct conn *c)
 		c->h->line(c->ctx, line, n);
 	}
 	c->in_process = false;
+	conn_line_check(c);
 	/* A client that half-closed is done once every whole line it sent has
 	 * been answered; a partial last line is dropped. */
 	if (c->eof && !c->closing && !c->paused &&
@@ -555,6 +608,8 @@ void conn_close(struct conn *c)
 	bufferevent_disable(c->bev, EV_READ);
 	if (c->deadline != NULL)
 		event_del(c->deadline);
+	if (c->line_timer != NULL)
+		event_del(c->line_timer);
 	/* Nothing can be flushed through a TLS handshake that never completed
 	 * (garbage, a half-open ClientHello): close at once. */
 	if (c->handshaking) {

@@ -123,6 +123,11 @@ void conn_set_max_line(struct conn *c, size_t max_line);
 void conn_set_idle_timeout(struct conn *c, uint64_t ms);
 /* Absolute deadline in ms from now (0 = cancel): never extended by input. */
 void conn_set_deadline(struct conn *c, uint64_t ms);
+/* Time limit for each line in ms (0 = none, the default): a line must be
+ * complete within ms of the read that brought its first octet, however the
+ * octets trickle in; past it comes the `timeout` event. An over-long line
+ * being discarded is still the same line. Not applied in raw mode. */
+void conn_set_line_timeout(struct conn *c, uint64_t ms);
 
 /* Switch between line mode (the default) and raw mode (SMTP DATA/BDAT). */
 void conn_set_raw(struct conn *c, bool raw);

@@ -84,6 +84,9 @@ int smtp_cmd_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	s->txn->sender = cmd->path;
 	s->txn->smtputf8 = cmd->smtputf8;
 	s->state = SMTP_ST_MAIL;
+	/* The client has started to send mail: smtp_first_mail_timeout no
+	 * longer applies, only the idle and per-line timeouts do. */
+	conn_set_deadline(s->conn, 0);
 	smtp_reply(s, "250 2.1.0 sender ok");
 	return 0;
 }

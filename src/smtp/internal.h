@@ -27,7 +27,10 @@ struct authc_sasl;
 #define SMTP_MAX_MAILBOXES 256
 /* Failed commands before the session is closed with 421. */
 #define SMTP_MAX_ERRORS 20
-/* RFC 5321 §4.5.3.2.7: wait at least 5 minutes for the next command. */
+/* RFC 5321 §4.5.3.2.7: wait at least 5 minutes for the next command. The
+ * same time bounds each command line from its first octet, so a client
+ * that trickles a line cannot stretch it past that (RFC-wise we have still
+ * waited the 5 minutes for the command). */
 #define SMTP_COMMAND_TIMEOUT_MS (5u * 60u * 1000u)
 /* RFC 5321 §4.5.3.2.5/6: data blocks may take 3 minutes each, and the end
  * of the data up to 10 minutes; we allow 10 minutes of silence in data. */

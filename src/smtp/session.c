@@ -397,6 +397,12 @@ void smtp_accept(struct worker_env *env, struct conn *conn, bool lmtp)
 	env_client_add(env, &s->node);
 	conn_set_handler(conn, &session_handler, s, SMTP_MAX_LINE);
 	conn_set_idle_timeout(conn, SMTP_COMMAND_TIMEOUT_MS);
+	conn_set_line_timeout(conn, SMTP_COMMAND_TIMEOUT_MS);
+	/* The idle timeout alone would let a client that sends a byte now and
+	 * then hold the connection for ever without sending mail: until the
+	 * first MAIL is accepted there is an absolute deadline too, which
+	 * input never extends (smtp_cmd_mail cancels it). */
+	conn_set_deadline(conn, env->cfg->smtp_first_mail_timeout);
 	log_info("sid=%s event=connect proto=%s rip=%s", s->sid, lmtp ? "lmtp" : "smtp",
 	         conn_peer(conn));
 	smtp_reply(s, "220 %s %s Pillar ready", env->cfg->hostname, lmtp ? "LMTP" : "ESMTP");

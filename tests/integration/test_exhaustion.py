@@ -4,7 +4,8 @@ and what the server does when it runs out.
 - a thousand connections that send nothing are all reaped by the absolute
   pre-login deadline, and other clients are served meanwhile;
 - a client that trickles a byte at a time does not extend that deadline,
-  on the POP3 port nor during a POP3S handshake;
+  on the POP3 port nor during a POP3S handshake; nor, on the SMTP and LMTP
+  ports, the deadline for the first MAIL command;
 - many connections each holding a line just short of the limit cost a
   bounded amount of memory;
 - RETR of a 50 MB message to a client that never reads keeps the server's
@@ -167,11 +168,16 @@ def test_a_thousand_silent_connections_are_reaped_and_others_served(busy):
 # -- slowloris ---------------------------------------------------------------------------
 
 
-def trickle_until_closed(socks, pace=0.5, limit=15.0):
+def trickle_until_closed(socks, pace=0.5, limit=15.0, received=None):
     """Send each socket the next byte of its payload every `pace` seconds
     until the server closes it. Returns {sock: seconds from the start until
-    its close}, or None for a socket still open after `limit` seconds."""
+    its close}, or None for a socket still open after `limit` seconds.
+    received: a dict that gets {sock: every byte the server sent}."""
     start = time.monotonic()
+    if received is None:
+        received = {}
+    for s in socks:
+        received[s] = b""
     pos = {s: 0 for s in socks}
     out = {s: None for s in socks}
     for s in socks:
@@ -181,8 +187,8 @@ def trickle_until_closed(socks, pace=0.5, limit=15.0):
             if out[s] is not None:
                 continue
             try:
-                while s.recv(4096):
-                    pass
+                while chunk := s.recv(4096):
+                    received[s] += chunk
                 out[s] = time.monotonic() - start  # EOF
                 continue
             except BlockingIOError:
@@ -231,6 +237,63 @@ def test_slowloris_never_extends_the_login_deadline(make_pillar):
     fresh_login(p)
 
 
+def test_smtp_slowloris_never_extends_the_first_mail_deadline(make_pillar):
+    # One byte every half second, on the SMTP and LMTP ports: of a line that
+    # never ends, of whole commands, of an AUTH exchange. None of them gets
+    # a MAIL command accepted, so all are closed with 421 at
+    # smtp_first_mail_timeout (3s), counted from the connect; the idle
+    # (5 minutes) and per-line (5 minutes) limits would let them all live.
+    p = make_pillar(smtp=True, lmtp=True, smtp_first_mail_timeout="3s")
+    p.add_user(USER, PASSWORD)
+    cases = [
+        ("smtp", b"EHLO " + b"a" * 200),
+        ("smtp", b"EHLO client.example.org\r\nNOOP\r\nRSET\r\nHELP\r\n"),
+        ("smtp", b"EHLO client.example.org\r\nAUTH PLAIN\r\n" + b"A" * 200),
+        ("lmtp", b"LHLO client.example.org\r\nNOOP\r\n"),
+    ]
+    # A sender that began a transaction before the deadline keeps its
+    # session past it.
+    sender = p.smtp()
+    sender.ehlo()
+    sender.expect("MAIL FROM:<sender@example.org>", 250)
+    socks = {}
+    for proto, payload in cases:
+        port = p.smtp_port if proto == "smtp" else p.lmtp_port
+        socks[socket.create_connection(("127.0.0.1", port), timeout=10)] = payload
+    received = {}
+    try:
+        times = trickle_until_closed(socks, received=received)
+    finally:
+        for s in socks:
+            s.close()
+    for (proto, payload), s in zip(cases, socks):
+        t = times[s]
+        assert t is not None, f"{proto} {payload[:20]!r}: still open after 15s"
+        assert 2.5 <= t <= 3 + 3, f"{proto} {payload[:20]!r}: closed after {t:.1f}s"
+        last = received[s].rstrip(b"\r\n").split(b"\r\n")[-1]
+        assert last.startswith(b"421 4.4.2 "), (proto, received[s])
+    # The sender is still there (now past the deadline), and its message
+    # is delivered; so is a new client's.
+    with sender:
+        sender.expect(f"RCPT TO:<{USER}>", 250)
+        sender.expect("DATA", 354)
+        sender.send(b"Subject: begun in time\r\n\r\nbody\r\n.\r\n")
+        assert sender.reply().code == 250
+        sender.expect("QUIT", 221)
+    with p.smtp() as c:
+        c.ehlo()
+        c.expect("MAIL FROM:<sender@example.org>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: fresh\r\n\r\nbody\r\n.\r\n")
+        assert c.reply().code == 250
+        c.expect("QUIT", 221)
+    subjects = sorted(re.search(rb"Subject: (\w[\w ]*)", m).group(1)
+                      for m in p.stored(USER).values())
+    assert subjects == [b"begun in time", b"fresh"], subjects
+    assert p.log().count("event=disconnect reason=timeout") == len(cases)
+
+
 # -- partial lines ---------------------------------------------------------------------
 
 PARTIAL = 500
@@ -249,7 +312,7 @@ PARTIAL_RSS_LIMIT_KIB = 64 * 1024
 @pytest.mark.parametrize("proto,length", [("pop3", 254), ("smtp", 510)])
 def test_many_near_maximum_partial_lines_cost_bounded_memory(busy, proto, length):
     raise_nofile(PARTIAL + 256)
-    p = busy(smtp=True, login_timeout="10m")
+    p = busy(smtp=True, login_timeout="10m", smtp_first_mail_timeout="10m")
     port = p.port if proto == "pop3" else p.smtp_port
     line = b"N" * length  # POP3: 255 with the LF; SMTP: 512 with CRLF
     # Warm up: the allocator and the libraries' lazy state are not what is
