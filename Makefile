@@ -4,6 +4,8 @@
 #   make run        demo instance in ./run on 127.0.0.1 (see README)
 #   make test       unit tests (cmocka) and integration tests (pytest)
 #   make test SANITIZE=1   the same, built with AddressSanitizer and UBSan
+#   make valgrind   the unit tests under valgrind (memcheck)
+#   .ci/run         what CI runs: the above, then make fuzz FUZZ_SECONDS=20
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -18,6 +20,20 @@ BUILD_PKGS := gcc make pkg-config libevent-dev libsqlite3-dev libpq-dev libcrypt
 # haproxy.cfg listens nowhere).
 TEST_PKGS  := libcmocka-dev python3-pytest python3-pytest-xdist curl fetchmail mpop openssl swaks postfix iproute2 strace postgresql \
 	      haproxy
+POSTFIX_PRESEED := echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections;
+
+# $(call apt-install,PACKAGES[,COMMAND]): install those of the Debian
+# PACKAGES that are missing (running COMMAND first), nothing else; a machine
+# that has everything is left alone.
+define apt-install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(2) apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+endef
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
@@ -42,29 +58,15 @@ LIB_OBJS := $(filter-out $(BUILD)/cli/main.o,$(OBJS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test-deps run test test-postgresql unit integration clean install format
+.PHONY: all deps test-deps run test test-postgresql unit integration clean install format valgrind valgrind-deps
 
 all: pillar
 
-# Install what is missing, nothing else; a machine that has everything is left alone.
 deps:
-	@missing=""; for p in $(BUILD_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt-install,$(BUILD_PKGS))
 
 test-deps: deps
-	@missing=""; for p in $(TEST_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt-install,$(TEST_PKGS),$(POSTFIX_PRESEED))
 
 pillar: deps $(BUILD)/pillar
 	@ln -sf $(BUILD)/pillar pillar
@@ -115,6 +117,35 @@ test-postgresql: test-deps pillar
 
 unit: test-deps $(UNIT_BINS)
 	@for t in $(UNIT_BINS); do $$t || exit 1; done
+
+# make valgrind: every unit test under valgrind's memcheck, on the normal
+# build (valgrind and the sanitizers do not mix). An invalid read or write,
+# a jump on uninitialised memory, a bad free, or a leak (definite, indirect
+# or possible; "still reachable" is not a leak) makes the test exit non-zero
+# and the run fail. There is no suppression file: the libraries the tests
+# use (libevent, OpenSSL, SQLite, libpq, libgsasl, libxcrypt, cmocka)
+# report nothing; noise from one of them would be suppressed there, each
+# entry with its reason, never a report from Pillar's own code. Each test's
+# output is kept in $(BUILD)/tests/<test>.valgrind.log and shown when it
+# fails.
+VALGRIND_PKGS  := valgrind
+VALGRIND_FLAGS := -q --error-exitcode=99 --leak-check=full \
+		  --show-leak-kinds=definite,indirect,possible \
+		  --errors-for-leak-kinds=definite,indirect,possible
+
+valgrind-deps:
+	$(call apt-install,$(VALGRIND_PKGS))
+
+valgrind: test-deps valgrind-deps $(UNIT_BINS)
+	@if [ "$(SANITIZE)" = 1 ]; then echo "make valgrind runs on the normal build, not SANITIZE=1"; exit 2; fi
+	@status=0; for t in $(UNIT_BINS); do \
+	  start=$$(date +%s); \
+	  if valgrind $(VALGRIND_FLAGS) $$t >$$t.valgrind.log 2>&1; then \
+	    echo "== valgrind $$(basename $$t): $$(grep -c '^\[       OK \]' $$t.valgrind.log) tests passed, $$(( $$(date +%s) - start )) s"; \
+	  else \
+	    status=1; cat $$t.valgrind.log; echo "FAILED: valgrind $$t (log: $$t.valgrind.log)"; \
+	  fi; \
+	done; exit $$status
 
 integration: test-deps pillar
 	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) tests/integration $(PYTEST_ARGS)
@@ -193,13 +224,7 @@ FUZZ_FLAGS   := -timeout=5 -rss_limit_mb=2048 -close_fd_mask=2 -print_final_stat
 .PHONY: fuzz fuzz-build fuzz-deps
 
 fuzz-deps: deps
-	@missing=""; for p in $(FUZZ_PKGS); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(call apt-install,$(FUZZ_PKGS))
 
 $(FUZZ_BUILD)/%.o: src/%.c
 	@mkdir -p $(dir $@)
