@@ -71,16 +71,17 @@ test-deps: deps
 pillar: deps $(BUILD)/pillar
 	@ln -sf $(BUILD)/pillar pillar
 
-$(BUILD)/pillar: $(OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+# LINK_EXTRA: objects only some builds link in (make coverage's exit hook).
+$(BUILD)/pillar: $(OBJS) $(LINK_EXTRA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LINK_EXTRA) $(LIBS)
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS) $(LINK_EXTRA)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_OBJS) $(ALL_LDFLAGS) $(LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_OBJS) $(LINK_EXTRA) $(ALL_LDFLAGS) $(LIBS) -lcmocka
 
 -include $(OBJS:.o=.d)
 
@@ -279,18 +280,23 @@ fuzz: fuzz-build
 # wrap around). pillar's pool files are made first and world-writable:
 # processes that dropped to run_as must merge into them too, and their
 # "cannot write profile" line on stderr would fail the CLI tests. Processes
-# that end with _exit or a signal (a daemonizing parent, a SIGKILL test)
-# write no profile, so their lines count as not covered. Exits non-zero if a
-# test failed.
+# that end with _exit write their profile too: the build wraps _exit
+# (tests/coverage/exit_hook.c). Those killed by a signal (the SIGKILL
+# tests) write none. Exits non-zero if a test failed.
 COV_BUILD     := build/cov
 COV_FLAGS     := -O0 -g -fprofile-instr-generate -fcoverage-mapping
 COV_UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(COV_BUILD)/tests/%)
 COV_OBJECTS   := $(COV_BUILD)/pillar $(addprefix -object ,$(COV_UNIT_BINS))
 
+$(COV_BUILD)/coverage/exit_hook.o: tests/coverage/exit_hook.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O0 -g -c -o $@ $<
+
 .PHONY: coverage
 coverage: fuzz-deps test-deps
 	$(MAKE) --no-print-directory BUILD=$(COV_BUILD) CC=$(FUZZ_CC) SANITIZE=0 \
-		CFLAGS="$(COV_FLAGS)" LDFLAGS=-fprofile-instr-generate \
+		CFLAGS="$(COV_FLAGS)" LDFLAGS="-fprofile-instr-generate -Wl,--wrap=_exit" \
+		LINK_EXTRA=$(COV_BUILD)/coverage/exit_hook.o \
 		WARN="$(filter-out -Werror,$(WARN))" $(COV_BUILD)/pillar $(COV_UNIT_BINS)
 	@rm -rf $(COV_BUILD)/prof $(COV_BUILD)/html; mkdir -p $(COV_BUILD)/prof; \
 	chmod 1777 $(COV_BUILD)/prof; \
