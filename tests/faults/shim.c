@@ -12,9 +12,11 @@
  *
  * <call>   write | fsync (also fdatasync) | rename (rename, renameat,
  *          renameat2) | link (link, linkat) | unlink (unlink, unlinkat) |
- *          create (open/openat with O_CREAT)
+ *          create (open/openat with O_CREAT) | open (open/openat without
+ *          O_CREAT, directories included) | read
  * <action> an errno name (ENOSPC, EIO, EDQUOT, EXDEV, EMFILE, EROFS, EFBIG,
- *          ENOMEM, EPERM, EINTR): the call fails with it and does nothing;
+ *          ENOMEM, EPERM, EINTR, EINVAL): the call fails with it and does
+ *          nothing;
  *          kill: SIGKILL before the call; kill-after: the call is made, then
  *          SIGKILL (before its caller sees the result);
  *          short (write only): half the bytes are written;
@@ -43,7 +45,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-enum call { C_NONE, C_WRITE, C_FSYNC, C_RENAME, C_LINK, C_UNLINK, C_CREATE };
+enum call { C_NONE, C_WRITE, C_FSYNC, C_RENAME, C_LINK, C_UNLINK, C_CREATE, C_OPEN, C_READ };
 enum action { A_ERRNO, A_KILL, A_KILL_AFTER, A_SHORT, A_STALL };
 
 /* How long a stalled call waits before it is made. */
@@ -64,6 +66,7 @@ static long fired; /* calls failed so far in this process */
 static bool spent; /* another process fired it first */
 
 static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_read)(int, void *, size_t);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
 static int (*real_rename)(const char *, const char *);
@@ -80,8 +83,9 @@ static const struct {
 	const char *name;
 	int err;
 } errnos[] = {
-    {"ENOSPC", ENOSPC}, {"EIO", EIO},     {"EDQUOT", EDQUOT}, {"EXDEV", EXDEV}, {"EMFILE", EMFILE},
-    {"EROFS", EROFS},   {"EFBIG", EFBIG}, {"ENOMEM", ENOMEM}, {"EPERM", EPERM}, {"EINTR", EINTR},
+    {"ENOSPC", ENOSPC}, {"EIO", EIO},     {"EDQUOT", EDQUOT}, {"EXDEV", EXDEV},
+    {"EMFILE", EMFILE}, {"EROFS", EROFS}, {"EFBIG", EFBIG},   {"ENOMEM", ENOMEM},
+    {"EPERM", EPERM},   {"EINTR", EINTR}, {"EINVAL", EINVAL},
 };
 
 static void say(const char *fmt, ...)
@@ -102,7 +106,8 @@ static enum call parse_call(const char *s, size_t n)
 		const char *name;
 		enum call call;
 	} calls[] = {{"write", C_WRITE}, {"fsync", C_FSYNC},   {"rename", C_RENAME},
-	             {"link", C_LINK},   {"unlink", C_UNLINK}, {"create", C_CREATE}};
+	             {"link", C_LINK},   {"unlink", C_UNLINK}, {"create", C_CREATE},
+	             {"open", C_OPEN},   {"read", C_READ}};
 	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
 		if (strlen(calls[i].name) == n && strncmp(s, calls[i].name, n) == 0)
 			return calls[i].call;
@@ -140,6 +145,7 @@ static int parse_action(const char *s, size_t n)
 __attribute__((constructor)) static void shim_init(void)
 {
 	real_write = dlsym(RTLD_NEXT, "write");
+	real_read = dlsym(RTLD_NEXT, "read");
 	real_fsync = dlsym(RTLD_NEXT, "fsync");
 	real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
 	real_rename = dlsym(RTLD_NEXT, "rename");
@@ -295,6 +301,20 @@ ssize_t write(int fd, const void *buf, size_t len)
 	return r;
 }
 
+ssize_t read(int fd, void *buf, size_t len)
+{
+	char path[PATH_MAX];
+	int a = fault.call == C_READ && fd_path(fd, path, sizeof(path)) ? decide(C_READ, path) : -1;
+	if (a == A_ERRNO) {
+		errno = fault.err;
+		return -1;
+	}
+	ssize_t r = real_read(fd, buf, len);
+	if (a == A_KILL_AFTER)
+		die();
+	return r;
+}
+
 static int sync_call(int fd, int (*real)(int))
 {
 	char path[PATH_MAX];
@@ -386,7 +406,7 @@ int open(const char *path, int flags, ...)
 		va_end(ap);
 	}
 	if (!(flags & O_CREAT))
-		return real_open(path, flags, mode);
+		PATH_CALL(C_OPEN, AT_FDCWD, path, real_open(path, flags, mode));
 	PATH_CALL(C_CREATE, AT_FDCWD, path, real_open(path, flags, mode));
 }
 
@@ -400,6 +420,6 @@ int openat(int dirfd, const char *path, int flags, ...)
 		va_end(ap);
 	}
 	if (!(flags & O_CREAT))
-		return real_openat(dirfd, path, flags, mode);
+		PATH_CALL(C_OPEN, dirfd, path, real_openat(dirfd, path, flags, mode));
 	PATH_CALL(C_CREATE, dirfd, path, real_openat(dirfd, path, flags, mode));
 }

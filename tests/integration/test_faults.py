@@ -35,6 +35,7 @@ from harness import (
     REPO,
     USER,
     Closed,
+    Conn,
     SmtpConn,
     lf,
     split_trace,
@@ -388,6 +389,134 @@ def test_slow_disk_at_quit_does_not_hold_up_other_sessions(make_pillar, shim):
         assert p.uniques_on_disk(USER) == [kept]
         assert gone not in p.uniques_on_disk(USER)
         b.ok("QUIT")
+
+
+# -- reading and measuring the mailbox ------------------------------------------------
+
+
+def test_read_error_in_retr_drops_the_connection_without_a_terminator(make_pillar, shim):
+    # EIO on a read of the message file once RETR has begun: the only
+    # honest ending is to drop the connection (with whatever of the reply
+    # was queued), so the client never takes a truncated message for a
+    # whole one. Nothing is lost.
+    p, mark = faulty(make_pillar, shim, "read:EIO")
+    data = b"Subject: unreadable for a moment\n\n" + b"0123456789abcdef\n" * 8000
+    p.deliver(USER, data)
+    with p.session(USER, PASSWORD) as c:
+        c.send(b"RETR 1\r\n")
+        got = bytearray(c.buf)
+        c.sock.settimeout(15)
+        while chunk := c.sock.recv(65536):
+            got += chunk
+    assert mark.exists(), "the fault never fired"
+    assert got == b"" or got.startswith(b"+OK "), got[:100]
+    assert not got.endswith(b"\r\n.\r\n"), "a truncated message was terminated as complete"
+    wait_for(lambda: "event=read-error" in p.log(), 10, "the read error to be logged")
+    with p.wait_unlocked(USER, PASSWORD) as c:
+        assert c.stat()[0] == 1
+        c.ok("RETR 1")
+        assert c.multiline() == data.split(b"\n")[:-1]
+        c.ok("QUIT")
+
+
+def test_read_error_while_measuring_refuses_the_login_for_now(make_pillar, shim):
+    # A message delivered without S=/W= is measured at login. EIO while
+    # reading it: the login gets [SYS/TEMP] and the mailbox is unchanged;
+    # the next login measures it and serves it.
+    p, mark = faulty(make_pillar, shim, "read:EIO")
+    data = b"Subject: no sizes in the name\n\nbody\n"
+    uid = p.deliver(USER, data, sizes=False)
+    with Conn(p.port) as c:
+        c.ok(f"USER {USER}")
+        reply = c.cmd(f"PASS {PASSWORD}")
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+        with pytest.raises(Closed):
+            c.line()
+    assert mark.exists(), "the fault never fired"
+    assert p.files(USER) == [f"new/{uid}"]
+    with p.wait_unlocked(USER, PASSWORD) as c:
+        assert c.stat() == (1, vsize(data))
+        c.ok("RETR 1")
+        assert c.multiline() == data.split(b"\n")[:-1]
+        c.ok("QUIT")
+    # Measured now, and named with its sizes.
+    assert len(p.check_names(USER)) == 1
+
+
+def test_measured_names_without_rename_noreplace(make_pillar, shim):
+    # Where renameat2(RENAME_NOREPLACE) is not supported (EINVAL), the scan
+    # gives measured messages their S=/W= names with link and unlink
+    # instead: one name per message, never two, contents intact.
+    p, mark = faulty(make_pillar, shim, "rename:EINVAL:times=100")
+    msgs = {}
+    for i in range(3):
+        data = f"Subject: {i}\n\n".encode() + b"line\n" * (i + 1)
+        msgs[p.deliver(USER, data, sizes=False)] = data
+    with p.session(USER, PASSWORD) as c:
+        assert c.stat() == (3, sum(vsize(d) for d in msgs.values()))
+        c.ok("QUIT")
+    assert mark.exists(), "the fault never fired"
+    names = p.files(USER)
+    assert len(names) == 3, names
+    for uid, data in msgs.items():
+        mine = [n for n in names if n.split("/", 1)[1].startswith(uid + ",")]
+        assert mine == [f"new/{uid},S={len(data)},W={vsize(data)}"], (uid, names)
+    assert {d for d in p.stored(USER).values()} == set(msgs.values())
+
+
+UPDATE_DELAY_S = 1.5
+
+
+def test_pop3_update_holds_up_no_other_session(make_pillar):
+    # Each unlink of a QUIT's deletions is made to take 1.5 s (strace's
+    # delay injection on the only worker). Meanwhile another mailbox's
+    # session connects, logs in and is answered: UPDATE runs on the thread
+    # pool, not on the loop that serves everyone. The QUIT's +OK still
+    # comes only after every deletion is done.
+    strace = tool("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (Debian package strace)")
+    p = make_pillar(workers=1)
+    p.add_user(USER, PASSWORD)
+    p.add_user(BOB, BOB_PASSWORD)
+    for i in range(3):
+        p.deliver(USER, f"Subject: {i}\n\nbody {i}\n".encode())
+    p.deliver(BOB, b"Subject: for bob\n\nhello\n")
+    worker = p.workers()[0]
+    err = p.base / "strace.err"
+    delay_us = int(UPDATE_DELAY_S * 1_000_000)
+    with open(err, "wb") as errf:
+        st = subprocess.Popen([strace, "-f", "-qq", "-e", "trace=unlink,unlinkat",
+                               "-e", f"inject=unlink,unlinkat:delay_enter={delay_us}",
+                               "-o", "/dev/null", "-p", str(worker)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+    try:
+        time.sleep(0.5)  # strace -qq prints nothing on attaching
+        assert st.poll() is None, err.read_text()
+        with p.session(USER, PASSWORD) as a:
+            uidls = dict(a.uidls())
+            a.ok("DELE 1")
+            a.ok("DELE 2")
+            a.send(b"QUIT\r\n")
+            quit_sent = time.monotonic()
+            with p.session(BOB, BOB_PASSWORD) as b:
+                assert b.stat()[0] == 1
+                b.ok("QUIT")
+            bob_done = time.monotonic() - quit_sent
+            reply = a.line(timeout=30)
+            quit_took = time.monotonic() - quit_sent
+    finally:
+        st.send_signal(signal.SIGINT)  # detach; the worker goes on
+        try:
+            st.wait(20)
+        except subprocess.TimeoutExpired:
+            st.kill()
+            st.wait(5)
+    assert reply.startswith(b"+OK") and b"(2 messages deleted)" in reply, reply
+    assert quit_took >= 2 * UPDATE_DELAY_S - 0.2, f"+OK after {quit_took:.2f}s"
+    assert bob_done < quit_took, \
+        f"the other session took {bob_done:.2f}s, past the QUIT's {quit_took:.2f}s"
+    assert p.uniques_on_disk(USER) == [uidls[3]], (uidls, p.uniques_on_disk(USER))
 
 
 # -- the order of the system calls of one delivery --------------------------------
