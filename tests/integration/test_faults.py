@@ -519,6 +519,59 @@ def test_pop3_update_holds_up_no_other_session(make_pillar):
     assert p.uniques_on_disk(USER) == [uidls[3]], (uidls, p.uniques_on_disk(USER))
 
 
+@pytest.mark.parametrize("how", ["client-hangs-up", "server-stops"])
+def test_pop3_update_finishes_whatever_happens_meanwhile(make_pillar, how):
+    # Slow unlinks again. The client sends QUIT and hangs up at once, or
+    # the server is told to stop while the deletions run: either way every
+    # DELE'd message is removed, no other, and the log says so; on a stop
+    # the client still gets its +OK before the worker exits.
+    strace = tool("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (Debian package strace)")
+    p = make_pillar(workers=1)
+    p.add_user(USER, PASSWORD)
+    for i in range(3):
+        p.deliver(USER, f"Subject: {i}\n\nbody {i}\n".encode())
+    worker = p.workers()[0]
+    err = p.base / "strace.err"
+    delay_us = int(UPDATE_DELAY_S * 1_000_000)
+    with open(err, "wb") as errf:
+        st = subprocess.Popen([strace, "-f", "-qq", "-e", "trace=unlink,unlinkat",
+                               "-e", f"inject=unlink,unlinkat:delay_enter={delay_us}",
+                               "-o", "/dev/null", "-p", str(worker)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+    try:
+        time.sleep(0.5)  # strace -qq prints nothing on attaching
+        assert st.poll() is None, err.read_text()
+        c = p.session(USER, PASSWORD)
+        uidls = dict(c.uidls())
+        c.ok("DELE 1")
+        c.ok("DELE 3")
+        c.send(b"QUIT\r\n")
+        if how == "client-hangs-up":
+            c.close()
+            wait_for(lambda: f"reason=quit user={USER}" in p.log(), 20, "the UPDATE to end")
+        else:
+            time.sleep(0.3)  # the first unlink is under way
+            assert p.stop() == 0
+            reply = c.line(timeout=5)
+            c.close()
+            assert reply.startswith(b"+OK") and b"(2 messages deleted)" in reply, reply
+    finally:
+        st.send_signal(signal.SIGINT)
+        try:
+            st.wait(20)
+        except subprocess.TimeoutExpired:
+            st.kill()
+            st.wait(5)
+    assert re.search(rf"event=disconnect reason=quit user={re.escape(USER)} .*deleted=2", p.log())
+    assert p.uniques_on_disk(USER) == [uidls[2]], (uidls, p.uniques_on_disk(USER))
+    if how == "client-hangs-up":
+        with p.wait_unlocked(USER, PASSWORD) as c:
+            assert c.stat()[0] == 1
+            c.ok("QUIT")
+
+
 # -- the order of the system calls of one delivery --------------------------------
 
 
