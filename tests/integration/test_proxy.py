@@ -233,7 +233,7 @@ def test_incomplete_header_costs_no_cpu_and_a_close_ends_it(proxied):
     # spinning. Then the proxy closes: the connection is dropped at once,
     # not when the 10 s header timeout expires.
     p = proxied(workers=1)
-    worker = p.workers()[0]
+    worker = p.workers("login")[0]
     s = connect(p.port)
     s.sendall(b"PROXY TCP4 192.0")
     time.sleep(0.2)
