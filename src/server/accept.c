@@ -156,6 +156,8 @@ static void pending_cb(evutil_socket_t fd, short what, void *arg)
 	case PROXY_NEED_MORE:
 		if ((size_t)n == sizeof(buf))
 			pending_fail(p, "header too long");
+		else if (what & EV_CLOSED) /* the rest will never come */
+			pending_fail(p, "connection closed in the middle of the header");
 		return;
 	case PROXY_BAD:
 		pending_fail(p, error);
@@ -192,7 +194,10 @@ void worker_accept(struct evconnlistener *evl, int fd, struct sockaddr *sa, int 
 	p->fd = fd;
 	p->salen = (socklen_t)salen;
 	memcpy(&p->sa, sa, (size_t)salen < sizeof(p->sa) ? (size_t)salen : sizeof(p->sa));
-	p->ev = event_new(w->env.base, fd, EV_READ | EV_PERSIST, pending_cb, p);
+	/* Edge-triggered: the bytes of an incomplete header stay in the
+	 * socket (peeked, not read), so a level-triggered event would fire
+	 * again at once, for ever. Wake up for new bytes or the peer's close. */
+	p->ev = event_new(w->env.base, fd, EV_READ | EV_PERSIST | EV_ET | EV_CLOSED, pending_cb, p);
 	p->next = w->pending;
 	if (w->pending != NULL)
 		w->pending->prev = p;

@@ -226,8 +226,6 @@ def worker_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.xfail(strict=True, reason="the worker polls the peeked, unconsumed bytes of "
-                   "an incomplete header in a loop (src/server/accept.c, pending_cb)")
 def test_incomplete_header_costs_no_cpu_and_a_close_ends_it(proxied):
     # The first part of a header, then nothing: the worker waits without
     # spinning. Then the proxy closes: the connection is dropped at once,
