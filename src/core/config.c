@@ -69,10 +69,32 @@ static int fail(char *why, const char *fmt, ...)
 	return -1;
 }
 
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
 static int check_abs_path(const char *v, char *why)
 {
 	if (v[0] != '/')
 		return fail(why, "must be an absolute path");
+	return 0;
+}
+
+/* A directory: absolute, kept without trailing slashes. A name that would
+ * then end in white space could not be written back to this file. */
+static int set_dir(char **dst, const char *v, char *why)
+{
+	size_t len = strlen(v);
+
+	if (check_abs_path(v, why) < 0)
+		return -1;
+	while (len > 1 && v[len - 1] == '/')
+		len--;
+	if (is_space(v[len - 1]))
+		return fail(why, "must not end in white space");
+	free(*dst);
+	*dst = xasprintf("%.*s", (int)len, v);
 	return 0;
 }
 
@@ -176,16 +198,12 @@ static int set_str(char **dst, const char *v)
 
 static int set_state_dir(struct config *cfg, const char *v, char *why)
 {
-	if (check_abs_path(v, why) < 0)
-		return -1;
-	return set_str(&cfg->state_dir, v);
+	return set_dir(&cfg->state_dir, v, why);
 }
 
 static int set_mail_root(struct config *cfg, const char *v, char *why)
 {
-	if (check_abs_path(v, why) < 0)
-		return -1;
-	return set_str(&cfg->mail_root, v);
+	return set_dir(&cfg->mail_root, v, why);
 }
 
 static int set_directory(struct config *cfg, const char *v, char *why)
@@ -453,11 +471,6 @@ static void add_error(struct parse_state *ps, unsigned line, const char *key, co
 	free(s);
 }
 
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
 /* Trim in place; returns the start of the trimmed string. */
 static char *trim(char *s)
 {
@@ -542,14 +555,6 @@ static unsigned online_cpus(void)
 	return (unsigned)n;
 }
 
-static void strip_trailing_slashes(char *p)
-{
-	size_t len = strlen(p);
-
-	while (len > 1 && p[len - 1] == '/')
-		p[--len] = '\0';
-}
-
 static void set_defaults(struct config *cfg)
 {
 	cfg->directory = xstrdup("sqlite");
@@ -589,15 +594,9 @@ static void finish(struct parse_state *ps, struct config *cfg)
 {
 	bool cert = key_seen(ps, "tls_cert"), key = key_seen(ps, "tls_key");
 
-	if (cfg->state_dir == NULL) {
-		if (!key_seen(ps, "state_dir"))
-			add_error(ps, 0, "state_dir", "required but not set");
-	} else {
-		strip_trailing_slashes(cfg->state_dir);
-	}
-	if (cfg->mail_root != NULL)
-		strip_trailing_slashes(cfg->mail_root);
-	else if (cfg->state_dir != NULL)
+	if (cfg->state_dir == NULL && !key_seen(ps, "state_dir"))
+		add_error(ps, 0, "state_dir", "required but not set");
+	if (cfg->mail_root == NULL && cfg->state_dir != NULL)
 		cfg->mail_root = xasprintf("%s/mail", cfg->state_dir);
 
 	if (cert != key)

@@ -71,7 +71,7 @@ static void test_minimal_defaults(void **state)
 	struct strlist errors;
 
 	(void)state;
-	assert_int_equal(load("state_dir = /var/lib/pillar/\n", &cfg, &errors), 0);
+	assert_int_equal(load("state_dir = /var/lib/pillar//\n", &cfg, &errors), 0);
 	assert_int_equal(errors.count, 0);
 	assert_string_equal(cfg->path, conf_path);
 	assert_string_equal(cfg->state_dir, "/var/lib/pillar");
@@ -197,6 +197,12 @@ static void test_structural_errors(void **state)
 	expect_one_error("state_dir = /s\nmail_root = mail\n",
 	                 "2: mail_root: must be an absolute path");
 	expect_one_error("state_dir = /s\nState_Dir = /t\n", "2: State_Dir: unknown key");
+	/* Without its trailing slash the name would end in a space, which
+	 * `pillar check --verbose` could not write back. */
+	expect_one_error("state_dir = /srv/pillar /\n",
+	                 "1: state_dir: must not end in white space");
+	expect_one_error("state_dir = /s\nmail_root = /m\t//\n",
+	                 "2: mail_root: must not end in white space");
 }
 
 static void test_all_errors_collected(void **state)
