@@ -266,7 +266,17 @@ static bool job_back(struct job *j)
 
 static void pass_work(void *arg)
 {
-	auth_verify_work(((struct job *)arg)->pass);
+	auth_verify_check(((struct job *)arg)->pass);
+}
+
+static void finish_work(void *arg)
+{
+	auth_verify_finish(((struct job *)arg)->pass);
+}
+
+static void finish_done(void *arg)
+{
+	job_free(arg);
 }
 
 static void apop_work(void *arg)
@@ -277,6 +287,7 @@ static void apop_work(void *arg)
 static void verify_done(void *arg)
 {
 	struct job *j = arg;
+	struct pool *pool = j->c->d->pool;
 	struct authp_msg m = {.type = AUTHP_VERIFY_REPLY, .id = j->id};
 
 	if (job_back(j)) {
@@ -295,7 +306,12 @@ static void verify_done(void *arg)
 		}
 		(void)send_reply(j->c, &m);
 	}
-	job_free(j);
+	/* The connection may go now; the job no longer belongs to it. */
+	j->c = NULL;
+	if (j->pass != NULL && (j->pass->result == AUTH_OK || j->pass->result == AUTH_LOCKED))
+		pool_submit_background(pool, finish_work, finish_done, j);
+	else
+		job_free(j);
 }
 
 static void step_work(void *arg)

@@ -3,14 +3,17 @@
  * hashes passwords. Workers ask it over the socket the master made for the
  * generation (auth/authproto.h), with auth/authc.h.
  *
- * It serves USER/PASS (auth_verify_work), APOP (apop_verify_work) and SASL
+ * It serves USER/PASS (auth_verify_check), APOP (apop_verify_work) and SASL
  * exchanges (auth/sasl.h, the sessions kept here), each on its own thread
- * pool as slow jobs, with its own event loop. It trusts no client: a peer
+ * pool as slow jobs, with its own event loop. What a correct USER/PASS
+ * leads to besides its reply (auth_verify_finish: the SCRAM keys of an
+ * imported hash, the login time) runs after the reply is sent, as a
+ * background job at the lowest CPU priority. It trusts no client: a peer
  * whose uid is not one of the allowed ones is turned away at accept, and a
  * connection that sends a malformed message, more than AUTHP_MAX_INFLIGHT
  * requests at once or a second step of a session whose step is still
  * running is dropped, its SASL sessions with it. Passwords are wiped once
- * checked. */
+ * checked, or once their background job is done. */
 #ifndef PILLAR_AUTH_AUTHD_H
 #define PILLAR_AUTH_AUTHD_H
 

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -9,8 +10,6 @@
 #include "auth/scram.h"
 #include "core/config.h"
 #include "directory/thread.h"
-
-#include <stdio.h>
 
 void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
                        const char *password)
@@ -29,6 +28,7 @@ void auth_request_init(struct auth_request *req, const struct config *cfg, const
 void auth_request_clear(struct auth_request *req)
 {
 	OPENSSL_cleanse(req->password, sizeof(req->password));
+	OPENSSL_cleanse(req->hash, sizeof(req->hash));
 }
 
 /* The request's error, copied from the directory connection (which may be
@@ -44,23 +44,23 @@ static void set_error(struct auth_request *req, const char *error)
  * password login, so SCRAM works from then on. Only while the hash is still
  * the one just checked (dir_user_set_scram): a password changed meanwhile
  * must not get keys of the old one. Failures only cost the upgrade. */
-static void upgrade_scram(struct dir *dir, const struct dir_user *user, const char *password)
+static void upgrade_scram(struct dir *dir, const char *address, const char *hash,
+                          const char *password)
 {
 	struct dir_scram keys;
 	const char *error;
-	int r = dir_user_get_scram(dir, user->address, &keys, &error);
+	int r = dir_user_get_scram(dir, address, &keys, &error);
 
 	OPENSSL_cleanse(&keys, sizeof(keys));
 	if (r != 0)
 		return;
 	if (scram_keys_from_password(password, &keys, &error) == 0)
-		(void)dir_user_set_scram(dir, user->address, user->password_hash, &keys, &error);
+		(void)dir_user_set_scram(dir, address, hash, &keys, &error);
 	OPENSSL_cleanse(&keys, sizeof(keys));
 }
 
-void auth_verify_work(void *arg)
+void auth_verify_check(struct auth_request *req)
 {
-	struct auth_request *req = arg;
 	char address[DIR_ADDRESS_MAX + 1];
 	struct dir_user user;
 	struct dir *dir = NULL;
@@ -73,6 +73,7 @@ void auth_verify_work(void *arg)
 		if (dir == NULL) {
 			req->result = AUTH_TEMPFAIL;
 			set_error(req, error);
+			auth_request_clear(req);
 			return;
 		}
 		found = dir_user_lookup(dir, address, &user, &error);
@@ -80,26 +81,44 @@ void auth_verify_work(void *arg)
 			set_error(req, error);
 			dir_thread_drop();
 			req->result = AUTH_TEMPFAIL;
+			auth_request_clear(req);
 			return;
 		}
 	}
 
 	const char *hash = found ? user.password_hash : password_dummy_hash();
 	bool match = password_verify(req->password, hash) && found && req->password[0] != '\0';
-	if (match)
-		upgrade_scram(dir, &user, req->password);
-	auth_request_clear(req);
-	OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
 	if (!match) {
+		auth_request_clear(req);
+		OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
 		req->result = AUTH_FAILED;
 		return;
 	}
 	memcpy(req->address, user.address, sizeof(req->address));
-	if (user.locked) {
-		req->result = AUTH_LOCKED;
+	memcpy(req->hash, user.password_hash, sizeof(req->hash));
+	OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
+	req->result = user.locked ? AUTH_LOCKED : AUTH_OK;
+}
+
+void auth_verify_finish(struct auth_request *req)
+{
+	const char *error;
+	struct dir *dir;
+
+	if (req->result != AUTH_OK && req->result != AUTH_LOCKED)
 		return;
+	dir = dir_thread(req->cfg, &error);
+	if (dir != NULL) {
+		upgrade_scram(dir, req->address, req->hash, req->password);
+		/* A failure to record the time must not refuse a correct login. */
+		if (req->result == AUTH_OK)
+			(void)dir_user_touch_login(dir, req->address, (int64_t)time(NULL), &error);
 	}
-	req->result = AUTH_OK;
-	/* A failure to record the time must not refuse a correct login. */
-	(void)dir_user_touch_login(dir, user.address, (int64_t)time(NULL), &error);
+	auth_request_clear(req);
+}
+
+void auth_verify_work(struct auth_request *req)
+{
+	auth_verify_check(req);
+	auth_verify_finish(req);
 }

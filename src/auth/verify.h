@@ -29,6 +29,7 @@ struct auth_request {
 	/* results */
 	enum auth_result result;
 	char address[DIR_ADDRESS_MAX + 1]; /* canonical form, on AUTH_OK/LOCKED */
+	char hash[DIR_HASH_MAX + 1];       /* the hash checked, for auth_verify_finish */
 	const char *error;                 /* on AUTH_TEMPFAIL, for the log */
 	char error_buf[256];               /* where error points */
 };
@@ -38,10 +39,20 @@ struct auth_request {
 void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
                        const char *password);
 
-/* The pool job: fills req->result and req->address. A correct password
- * for a mailbox without SCRAM keys (an imported hash) also computes and
- * stores them (auth/scram.h), so SCRAM works from the next login on. */
-void auth_verify_work(void *req);
+/* On a pool thread: fills req->result and req->address. The password is
+ * wiped unless it was right (AUTH_OK or AUTH_LOCKED): then
+ * auth_verify_finish still needs it. */
+void auth_verify_check(struct auth_request *req);
+
+/* What a correct password leads to that its reply need not wait for, run
+ * after auth_verify_check (the auth process runs it once the reply is
+ * sent): a mailbox without SCRAM keys (an imported hash) gets them,
+ * computed from the password (auth/scram.h), so SCRAM works from then on;
+ * a login records its time. Then wipes the password. */
+void auth_verify_finish(struct auth_request *req);
+
+/* Both, one after the other. */
+void auth_verify_work(struct auth_request *req);
 
 /* Wipe the password from memory. */
 void auth_request_clear(struct auth_request *req);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* Enough threads to keep every core busy hashing; more only queue. */
@@ -34,8 +35,9 @@ struct job_queue {
 struct pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct job_queue todo, slow, finished;
+	struct job_queue todo, slow, background, finished;
 	bool stopping;
+	bool has_background; /* its thread is started */
 	unsigned pending;
 	int efd;
 	struct event *ev;
@@ -64,15 +66,23 @@ static struct job *queue_pop(struct job_queue *q)
 	return j;
 }
 
-struct pool_thread_arg {
-	struct pool *pool;
-	bool quick_only; /* never runs slow jobs */
+enum thread_kind {
+	THREAD_QUICK,      /* never runs slow jobs */
+	THREAD_ANY,        /* quick jobs first, then slow ones */
+	THREAD_BACKGROUND, /* background jobs only, at the lowest priority */
 };
 
-static struct job *next_job(struct pool *pool, bool quick_only)
+struct pool_thread_arg {
+	struct pool *pool;
+	enum thread_kind kind;
+};
+
+static struct job *next_job(struct pool *pool, enum thread_kind kind)
 {
+	if (kind == THREAD_BACKGROUND)
+		return queue_pop(&pool->background);
 	struct job *j = queue_pop(&pool->todo);
-	if (j == NULL && !quick_only)
+	if (j == NULL && kind == THREAD_ANY)
 		j = queue_pop(&pool->slow);
 	return j;
 }
@@ -81,13 +91,18 @@ static void *pool_thread(void *argp)
 {
 	struct pool_thread_arg *arg = argp;
 	struct pool *pool = arg->pool;
-	bool quick_only = arg->quick_only;
+	enum thread_kind kind = arg->kind;
 
 	free(arg);
+	/* Linux gives each thread its own nice value; raising it needs no
+	 * privilege (and cannot be undone without one, so this thread keeps
+	 * it). A failure only leaves the thread at normal priority. */
+	if (kind == THREAD_BACKGROUND)
+		(void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
 		struct job *j;
-		while ((j = next_job(pool, quick_only)) == NULL && !pool->stopping)
+		while ((j = next_job(pool, kind)) == NULL && !pool->stopping)
 			pthread_cond_wait(&pool->cond, &pool->lock);
 		if (j == NULL)
 			break;
@@ -134,14 +149,26 @@ static void pool_wakeup(evutil_socket_t fd, short what, void *arg)
 	pool_run_done(arg);
 }
 
+static void start_thread(struct pool *pool, enum thread_kind kind)
+{
+	struct pool_thread_arg *arg = xmalloc(sizeof(*arg));
+
+	arg->pool = pool;
+	arg->kind = kind;
+	int err = pthread_create(&pool->threads[pool->nthreads], NULL, pool_thread, arg);
+	if (err != 0)
+		fatal("pool: pthread_create: errno=%d", err);
+	pool->nthreads++;
+}
+
 struct pool *pool_new(struct event_base *base, unsigned threads)
 {
 	struct pool *pool = xcalloc(1, sizeof(*pool));
 
 	if (threads == 0)
 		threads = 1;
-	if (threads > POOL_MAX_THREADS)
-		threads = POOL_MAX_THREADS;
+	if (threads > POOL_MAX_THREADS - 1) /* one slot kept for the background thread */
+		threads = POOL_MAX_THREADS - 1;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->cond, NULL);
 	pool->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -149,23 +176,21 @@ struct pool *pool_new(struct event_base *base, unsigned threads)
 		fatal("pool: eventfd: errno=%d", errno);
 	pool->ev = event_new(base, pool->efd, EV_READ | EV_PERSIST, pool_wakeup, pool);
 	event_add(pool->ev, NULL);
-	for (unsigned i = 0; i < threads; i++) {
-		struct pool_thread_arg *arg = xmalloc(sizeof(*arg));
-		arg->pool = pool;
-		arg->quick_only = i == 0 && threads > 1;
-		int err = pthread_create(&pool->threads[i], NULL, pool_thread, arg);
-		if (err != 0)
-			fatal("pool: pthread_create: errno=%d", err);
-		pool->nthreads++;
-	}
+	for (unsigned i = 0; i < threads; i++)
+		start_thread(pool, i == 0 && threads > 1 ? THREAD_QUICK : THREAD_ANY);
 	return pool;
 }
 
 static void submit(struct pool *pool, struct job_queue *q, void (*work)(void *arg),
                    void (*done)(void *arg), void *arg)
 {
+	/* From a done run by pool_free, after the threads are gone. */
+	if (pool->stopping) {
+		work(arg);
+		done(arg);
+		return;
+	}
 	struct job *j = xmalloc(sizeof(*j));
-
 	j->work = work;
 	j->done = done;
 	j->arg = arg;
@@ -186,6 +211,16 @@ void pool_submit_slow(struct pool *pool, void (*work)(void *arg), void (*done)(v
                       void *arg)
 {
 	submit(pool, &pool->slow, work, done, arg);
+}
+
+void pool_submit_background(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg),
+                            void *arg)
+{
+	if (!pool->has_background && !pool->stopping) {
+		start_thread(pool, THREAD_BACKGROUND);
+		pool->has_background = true;
+	}
+	submit(pool, &pool->background, work, done, arg);
 }
 
 unsigned pool_pending(const struct pool *pool)

@@ -14,7 +14,8 @@ struct pool;
 struct pool *pool_new(struct event_base *base, unsigned threads);
 
 /* Waits until every submitted job has run (work and done), then joins the
- * threads. */
+ * threads. A job submitted by a done that pool_free runs runs at once, on
+ * the caller's thread. */
 void pool_free(struct pool **pool);
 
 void pool_submit(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg), void *arg);
@@ -25,6 +26,13 @@ void pool_submit(struct pool *pool, void (*work)(void *arg), void (*done)(void *
  * that sessions already logged in are waiting for. */
 void pool_submit_slow(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg),
                       void *arg);
+
+/* The same for work nobody waits for (what a reply has already been sent
+ * without): one thread of its own, started with the first such job, runs
+ * these one at a time at the lowest CPU priority, so they take only time
+ * nothing else wants. */
+void pool_submit_background(struct pool *pool, void (*work)(void *arg), void (*done)(void *arg),
+                            void *arg);
 
 /* Jobs queued or running. */
 unsigned pool_pending(const struct pool *pool);

@@ -739,6 +739,33 @@ def test_imported_hash(make_pillar, kind):
     assert reply.startswith(b"+OK"), reply
 
 
+def test_imported_hash_scram_keys_follow_user_pass(make_pillar):
+    """USER/PASS's +OK does not wait for the SCRAM keys of an imported hash:
+    the auth process derives and stores them just after the reply. They
+    come all the same, made from the password that was right, and a
+    SCRAM login works with them."""
+    p = make_pillar(auth_failure_delay="100ms")
+    address = f"later@{DOMAIN}"
+    password = "Later-Pass-4"
+    p.cli("user", "add", address, "--password-hash", crypt_hash("sha512-crypt", password))
+    with Conn(p.port, source="127.0.0.40") as c:
+        c.ok(f"USER {address}")
+        assert c.cmd(f"PASS {password}").startswith(b"+OK")
+        c.ok("QUIT")
+    deadline = time.monotonic() + 10
+    attempt = 0
+    while True:
+        attempt += 1
+        reply = scram_login_when_unlocked(p, address, password, f"127.0.1.{attempt}")
+        if reply.startswith(b"+OK") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert reply.startswith(b"+OK"), reply
+    # Derived from the right password only: a wrong one still fails.
+    with Conn(p.port, source="127.0.0.41") as c:
+        assert pop3_scram(c, address, "Later-Pass-5")[0] == FAIL
+
+
 def test_imported_hash_rejects_garbage(make_pillar):
     """Only hashes that can ever verify a password are taken: not a
     password, not an unsupported kind (MD5-crypt), and not a supported
