@@ -26,6 +26,9 @@ void env_client_remove(struct worker_env *env, struct env_client *client)
 	client->next->prev = client->prev;
 	client->next = client->prev = NULL;
 	env->nclients--;
+	/* Once a second at most, however many go meanwhile. */
+	if (env->trim != NULL && !evtimer_pending(env->trim, NULL))
+		evtimer_add(env->trim, &(struct timeval){.tv_sec = 1});
 	if (env->stopping && env->nclients == 0)
 		event_base_loopexit(env->base, NULL);
 }

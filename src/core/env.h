@@ -53,6 +53,9 @@ struct worker_env {
 	struct authc *auth;        /* the auth process: every credential check */
 	struct env_client clients; /* list head */
 	size_t nclients;
+	/* Armed when a client goes: gives the heap memory freed since back
+	 * to the system a moment later (NULL: never). */
+	struct event *trim;
 	bool stopping;  /* no new sessions; exit when the last one is gone */
 	unsigned index; /* worker number, for logs */
 	/* Login workers: pass a logged-in POP3 connection to a mail worker.
@@ -63,8 +66,8 @@ struct worker_env {
 
 void env_init(struct worker_env *env);
 void env_client_add(struct worker_env *env, struct env_client *client);
-/* Unlinks the client; when the worker is stopping and this was the last
- * one, ends the event loop. */
+/* Unlinks the client and arms env->trim; when the worker is stopping and
+ * this was the last one, ends the event loop. */
 void env_client_remove(struct worker_env *env, struct env_client *client);
 /* Calls shutdown on every live client. */
 void env_shutdown_clients(struct worker_env *env);

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,18 @@ static void cleanup_done(void *arg)
 	w->cleanup_running = false;
 	if (w->cleanup_removed > 0)
 		log_info("event=cleanup removed=%d older_than=36h", w->cleanup_removed);
+}
+
+/* A session's end (or, in a login worker, its hand-off) frees memory in
+ * the middle of the heap, where malloc keeps it; a burst of TLS handshakes
+ * leaves tens of kilobytes per connection there. Give the whole free pages
+ * back, so a worker's size follows the sessions it holds. */
+static void trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	malloc_trim(0);
 }
 
 static void cleanup_cb(evutil_socket_t fd, short what, void *arg)
@@ -263,6 +276,7 @@ int worker_main(const struct worker_params *p)
 		w.handoff_rx = handoff_receiver_new(&w, p->handoff);
 
 	w.cleanup_timer = evtimer_new(w.env.base, cleanup_cb, &w);
+	w.env.trim = evtimer_new(w.env.base, trim_cb, NULL);
 	if (p->housekeeper)
 		event_active(w.cleanup_timer, EV_TIMEOUT, 0);
 	struct bufferevent *ctl_bev = worker_control_start(&w.env, p->ctl, control_stop, &w);
@@ -296,6 +310,7 @@ int worker_main(const struct worker_params *p)
 	event_free(w.sig_usr1);
 	event_free(w.stop_timer);
 	event_free(w.cleanup_timer);
+	event_free(w.env.trim);
 	event_base_free(w.env.base);
 	return 0;
 }

@@ -352,6 +352,32 @@ static int mark_duplicates(struct maildir *md)
 	return 0;
 }
 
+/* The snapshot is kept for the whole session: give back what the scan
+ * reserved and did not use. Most of it was never touched, so costs no
+ * memory yet, but it would keep the next allocations off the pages already
+ * in use: an idle session would hold a page or two of its own. */
+static void shrink_to_fit(struct maildir *md)
+{
+	if (md->arena_len > 0 && md->arena_len < md->arena_cap) {
+		char *p = realloc(md->arena, md->arena_len);
+		if (p != NULL) {
+			md->arena = p;
+			md->arena_cap = md->arena_len;
+		}
+	}
+	if (md->count == 0) {
+		free(md->msgs);
+		md->msgs = NULL;
+		md->cap = 0;
+	} else if (md->count < md->cap) {
+		struct maildir_msg *p = realloc(md->msgs, md->count * sizeof(*md->msgs));
+		if (p != NULL) {
+			md->msgs = p;
+			md->cap = md->count;
+		}
+	}
+}
+
 int maildir_open(const char *path, struct maildir **md_r, const char **error_r)
 {
 	struct maildir *md = calloc(1, sizeof(*md));
@@ -396,6 +422,7 @@ int maildir_open(const char *path, struct maildir **md_r, const char **error_r)
 		md->total_vsize += md->msgs[i].vsize;
 	}
 	md->count = n;
+	shrink_to_fit(md);
 	*md_r = md;
 	return 0;
 
