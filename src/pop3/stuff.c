@@ -1,8 +1,8 @@
 /* RETR/TOP byte transformation. See stuff.h for the contract.
  *
- * The inner loop works on whole runs: memchr finds the next LF and the bytes
- * before it are copied with one memcpy. Only the first byte of each line (dot
- * stuffing, blank-line detection) is looked at individually.
+ * The inner loop works on whole runs: the bytes up to the next LF are copied
+ * and searched in one pass (copy_to_lf). Only the first byte of each line
+ * (dot stuffing, blank-line detection) is looked at individually.
  *
  * State encoding: besides the usual meanings, `line_start && prev_cr` means
  * "the current line so far is a single CR". That line is blank if an LF comes
@@ -12,6 +12,9 @@
 #include "pop3/stuff.h"
 
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 void pop3_stuff_init(struct pop3_stuff *st, int64_t top_lines)
 {
@@ -21,6 +24,30 @@ void pop3_stuff_init(struct pop3_stuff *st, int64_t top_lines)
 		st->limited = true;
 		st->body_lines = (uint64_t)top_lines; /* body lines still to send */
 	}
+}
+
+/* Copy run[0..avail) to w up to the first LF, which is not copied; returns
+ * how many bytes were copied, avail when there is no LF. w needs room for
+ * avail bytes. Mail lines are short, so a memchr and a memcpy call per line
+ * cost more than the bytes: here each 16-byte block is loaded once, stored,
+ * then searched (bytes stored past the LF are overwritten by what follows). */
+static size_t copy_to_lf(const char *run, size_t avail, char *w)
+{
+	size_t k = 0;
+#ifdef __SSE2__
+	const __m128i lf = _mm_set1_epi8('\n');
+	for (; avail - k >= 16; k += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(run + k));
+		_mm_storeu_si128((__m128i *)(void *)(w + k), v);
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+		if (m != 0)
+			return k + (size_t)__builtin_ctz(m);
+	}
+#endif
+	const char *p = memchr(run + k, '\n', avail - k);
+	size_t n = p != NULL ? (size_t)(p - run) : avail;
+	memcpy(w + k, run + k, n - k);
+	return n;
 }
 
 /* A line has just ended (its LF was copied). Updates the TOP accounting. */
@@ -96,17 +123,14 @@ size_t pop3_stuff_chunk(struct pop3_stuff *st, const char *in, size_t len, char 
 
 		const char *run = in + i;
 		size_t avail = len - i;
-		const char *lf = memchr(run, '\n', avail);
-		if (lf == NULL) {
-			memcpy(w, run, avail);
+		size_t n = copy_to_lf(run, avail, w);
+		if (n == avail) {
 			w += avail;
 			st->prev_cr = run[avail - 1] == '\r';
 			i = len;
 			break;
 		}
-		size_t n = (size_t)(lf - run);
 		bool cr_before = n > 0 ? run[n - 1] == '\r' : st->prev_cr;
-		memcpy(w, run, n);
 		w += n;
 		if (!cr_before)
 			*w++ = '\r';
