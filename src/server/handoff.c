@@ -38,6 +38,10 @@
  * side has taken some. */
 #define RELAY_HIGH (256 * 1024)
 #define RELAY_LOW  (64 * 1024)
+/* Read from the mail worker at once: a bufferevent reads 4 KiB at a time
+ * (libevent 2.1), which made a TLS record and two system calls of every
+ * 4 KiB of a RETR. */
+#define RELAY_READ (64 * 1024)
 /* After the client has gone, the mail worker gets this long to take what
  * the client sent last. */
 #define RELAY_FLUSH_TIMEOUT_S 10
@@ -170,7 +174,8 @@ struct relay {
 	struct env_client node; /* first */
 	struct worker_env *env;
 	struct conn *conn;
-	struct bufferevent *pair;
+	struct bufferevent *pair; /* writes to the mail worker */
+	struct event *pair_rd;    /* reads from it, RELAY_READ at a time */
 };
 
 static size_t relay_data(void *ctx, const char *buf, size_t len)
@@ -191,7 +196,7 @@ static void relay_drained(void *ctx)
 {
 	struct relay *r = ctx;
 	if (r->pair != NULL)
-		bufferevent_enable(r->pair, EV_READ);
+		event_add(r->pair_rd, NULL);
 }
 
 static void relay_timeout(void *ctx)
@@ -199,10 +204,18 @@ static void relay_timeout(void *ctx)
 	(void)ctx;
 }
 
+static void pair_free(struct relay *r)
+{
+	event_free(r->pair_rd);
+	bufferevent_free(r->pair); /* the mail worker sees the client go */
+	r->pair_rd = NULL;
+	r->pair = NULL;
+}
+
 static void relay_free(struct relay *r)
 {
 	if (r->pair != NULL)
-		bufferevent_free(r->pair); /* the mail worker sees the client go */
+		pair_free(r);
 	env_client_remove(r->env, &r->node);
 	free(r);
 }
@@ -216,7 +229,7 @@ static void relay_closed(void *ctx, enum conn_close_reason why)
 	 * mail worker; then it sees the end. */
 	if (r->pair != NULL && evbuffer_get_length(bufferevent_get_output(r->pair)) > 0) {
 		struct timeval tv = {RELAY_FLUSH_TIMEOUT_S, 0};
-		bufferevent_disable(r->pair, EV_READ);
+		event_del(r->pair_rd);
 		bufferevent_setwatermark(r->pair, EV_WRITE, 0, 0);
 		bufferevent_set_timeouts(r->pair, NULL, &tv);
 		return;
@@ -231,17 +244,37 @@ static const struct conn_handler relay_handler = {
     .closed = relay_closed,
 };
 
-static void pair_read(struct bufferevent *bev, void *arg)
+/* The mail side ended the session: flush to the client, then TLS
+ * close_notify and close. */
+static void mail_side_gone(struct relay *r)
 {
+	pair_free(r);
+	conn_close(r->conn);
+}
+
+static void pair_readable(evutil_socket_t fd, short what, void *arg)
+{
+	static char scrap[RELAY_READ];
 	struct relay *r = arg;
-	if (r->conn == NULL || conn_closing(r->conn)) {
-		evbuffer_drain(bufferevent_get_input(bev),
-		               evbuffer_get_length(bufferevent_get_input(bev)));
+	struct evbuffer_iovec v = {scrap, sizeof(scrap)};
+	bool keep = !conn_closing(r->conn);
+
+	(void)what;
+	if (keep && evbuffer_reserve_space(conn_output(r->conn), RELAY_READ, &v, 1) < 1)
+		abort();
+	ssize_t n = read(fd, v.iov_base, RELAY_READ);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		mail_side_gone(r);
 		return;
 	}
-	evbuffer_add_buffer(conn_output(r->conn), bufferevent_get_input(bev));
+	if (!keep)
+		return;
+	v.iov_len = (size_t)n;
+	evbuffer_commit_space(conn_output(r->conn), &v, 1);
 	if (conn_output_len(r->conn) > RELAY_HIGH)
-		bufferevent_disable(bev, EV_READ); /* relay_drained */
+		event_del(r->pair_rd); /* relay_drained */
 }
 
 static void pair_written(struct bufferevent *bev, void *arg)
@@ -256,21 +289,17 @@ static void pair_written(struct bufferevent *bev, void *arg)
 		conn_resume(r->conn);
 }
 
+/* Only writes are the bufferevent's: a failed one, or the flush timeout. */
 static void pair_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct relay *r = arg;
+	(void)bev;
+	(void)what;
 	if (r->conn == NULL) { /* flushing after the client left: give up */
 		relay_free(r);
 		return;
 	}
-	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
-		return;
-	pair_read(bev, r);
-	/* The mail side ended the session: flush to the client, then TLS
-	 * close_notify and close. */
-	bufferevent_free(r->pair);
-	r->pair = NULL;
-	conn_close(r->conn);
+	mail_side_gone(r);
 }
 
 static void relay_kick(struct env_client *node)
@@ -299,10 +328,13 @@ static void relay_start(struct worker_env *env, struct conn *c, int fd)
 	r->pair = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (r->pair == NULL)
 		abort();
-	bufferevent_setcb(r->pair, pair_read, pair_written, pair_event, r);
-	bufferevent_setwatermark(r->pair, EV_READ, 0, RELAY_HIGH);
+	bufferevent_setcb(r->pair, NULL, pair_written, pair_event, r);
 	bufferevent_setwatermark(r->pair, EV_WRITE, RELAY_LOW, 0);
-	bufferevent_enable(r->pair, EV_READ | EV_WRITE);
+	bufferevent_enable(r->pair, EV_WRITE);
+	r->pair_rd = event_new(env->base, fd, EV_READ | EV_PERSIST, pair_readable, r);
+	if (r->pair_rd == NULL)
+		abort();
+	event_add(r->pair_rd, NULL);
 	conn_set_idle_timeout(c, 0);
 	conn_set_handler(c, &relay_handler, r, CONN_LINE_MAX);
 	conn_set_raw(c, true);
