@@ -23,11 +23,9 @@
 #include "directory/lock.h"
 #include "net/conn.h"
 #include "pop3/internal.h"
-#include "pop3/stuff.h"
+#include "pop3/retr.h"
 #include "store/maildir.h"
 
-/* Bytes read from a message file per step of the RETR pump. */
-#define RETR_CHUNK (64 * 1024)
 /* LIST/UIDL lines written per step of the listing pump. */
 #define LISTING_STEP 512
 
@@ -50,9 +48,8 @@ struct pop3_session {
 	uint64_t deleted_octets;
 
 	enum pump pump;
-	int msg_fd;
-	size_t cursor; /* next message of a listing */
-	struct pop3_stuff stuff;
+	struct pop3_retr retr; /* the message being sent */
+	size_t cursor;         /* next message of a listing */
 
 	bool opening;      /* the mailbox scan runs on the pool */
 	bool expunging;    /* QUIT's removals and fsyncs run on the pool */
@@ -91,8 +88,7 @@ static void session_unlock_done(void *arg)
 static void session_free(struct pop3_session *s)
 {
 	env_client_remove(s->env, &s->node);
-	if (s->msg_fd >= 0)
-		close(s->msg_fd);
+	pop3_retr_end(&s->retr);
 	maildir_free(&s->md);
 	/* Closing the lock file releases the mailbox for the next session. */
 	if (s->lock_fd >= 0)
@@ -137,35 +133,23 @@ static void session_reply_done(struct pop3_session *s)
 
 static void pump_message(struct pop3_session *s)
 {
-	static char chunk[RETR_CHUNK]; /* one loop per process: one buffer */
 	struct evbuffer *out = conn_output(s->conn);
 
 	while (conn_output_len(s->conn) < CONN_OUTPUT_HIGH) {
-		ssize_t n = read(s->msg_fd, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
+		const char *error;
+		size_t added;
+		enum pop3_retr_step step = pop3_retr_step(&s->retr, out, &added, &error);
+
+		s->octets_sent += added;
+		if (step == POP3_RETR_FAILED) {
 			/* The +OK is out; the only honest ending is to drop. */
-			log_error("sid=%s event=read-error user=%s errno=%d", s->sid, s->user,
-			          errno);
+			log_error("sid=%s event=read-error user=%s error=\"%s\"", s->sid, s->user,
+			          error);
 			conn_abort(s->conn);
 			return;
 		}
-		size_t used = 0;
-		if (n > 0) {
-			struct evbuffer_iovec v;
-			if (evbuffer_reserve_space(out, (ev_ssize_t)(2 * (size_t)n), &v, 1) < 1)
-				abort();
-			v.iov_len =
-			    pop3_stuff_chunk(&s->stuff, chunk, (size_t)n, v.iov_base, &used);
-			evbuffer_commit_space(out, &v, 1);
-			s->octets_sent += v.iov_len;
-		}
-		if (n == 0 || s->stuff.done) {
-			char end[POP3_STUFF_END_MAX];
-			conn_write(s->conn, end, pop3_stuff_end(&s->stuff, end));
-			close(s->msg_fd);
-			s->msg_fd = -1;
+		if (step == POP3_RETR_END) {
+			pop3_retr_end(&s->retr);
 			s->pump = PUMP_NONE;
 			session_reply_done(s);
 			return;
@@ -361,7 +345,7 @@ void pop3_session_start(const struct pop3_handoff *h)
 	s->env = h->env;
 	s->conn = h->conn;
 	s->lock_fd = -1;
-	s->msg_fd = -1;
+	s->retr.fd = -1;
 	s->connected_ms = h->connected_ms;
 	memcpy(s->sid, h->sid, sizeof(s->sid));
 	memcpy(s->user, h->user, sizeof(s->user));
@@ -459,8 +443,7 @@ static int start_message(struct pop3_session *s, size_t i, int64_t top_lines)
 		conn_printf(s->conn, "-ERR message %zu is no longer available\r\n", i + 1);
 		return 0;
 	}
-	s->msg_fd = fd;
-	pop3_stuff_init(&s->stuff, top_lines);
+	pop3_retr_start(&s->retr, fd, top_lines);
 	if (top_lines < 0) {
 		conn_printf(s->conn, "+OK %" PRIu64 " octets\r\n", maildir_msg_vsize(s->md, i));
 		s->retrieved++;

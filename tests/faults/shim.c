@@ -13,7 +13,8 @@
  * <call>   write | fsync (also fdatasync) | rename (rename, renameat,
  *          renameat2) | link (link, linkat) | unlink (unlink, unlinkat) |
  *          create (open/openat with O_CREAT) | open (open/openat without
- *          O_CREAT, directories included) | read
+ *          O_CREAT, directories included) | read (read, pread, and mmap of a
+ *          file: every way of reading a message's contents)
  * <action> an errno name (ENOSPC, EIO, EDQUOT, EXDEV, EMFILE, EROFS, EFBIG,
  *          ENOMEM, EPERM, EINTR, EINVAL): the call fails with it and does
  *          nothing;
@@ -41,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -67,6 +69,8 @@ static bool spent; /* another process fired it first */
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_read)(int, void *, size_t);
+static ssize_t (*real_pread)(int, void *, size_t, off_t);
+static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
 static int (*real_rename)(const char *, const char *);
@@ -146,6 +150,8 @@ __attribute__((constructor)) static void shim_init(void)
 {
 	real_write = dlsym(RTLD_NEXT, "write");
 	real_read = dlsym(RTLD_NEXT, "read");
+	real_pread = dlsym(RTLD_NEXT, "pread");
+	real_mmap = dlsym(RTLD_NEXT, "mmap");
 	real_fsync = dlsym(RTLD_NEXT, "fsync");
 	real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
 	real_rename = dlsym(RTLD_NEXT, "rename");
@@ -310,6 +316,40 @@ ssize_t read(int fd, void *buf, size_t len)
 		return -1;
 	}
 	ssize_t r = real_read(fd, buf, len);
+	if (a == A_KILL_AFTER)
+		die();
+	return r;
+}
+
+ssize_t pread(int fd, void *buf, size_t len, off_t off)
+{
+	char path[PATH_MAX];
+	int a = fault.call == C_READ && fd_path(fd, path, sizeof(path)) ? decide(C_READ, path) : -1;
+	if (a == A_ERRNO) {
+		errno = fault.err;
+		return -1;
+	}
+	ssize_t r = real_pread(fd, buf, len, off);
+	if (a == A_KILL_AFTER)
+		die();
+	return r;
+}
+
+/* Only a mapping of a file counts; anonymous ones (malloc's, the loader's)
+ * may come before the constructor has run. */
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	char path[PATH_MAX];
+	if (real_mmap == NULL)
+		return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	int a = fd >= 0 && fault.call == C_READ && fd_path(fd, path, sizeof(path))
+	            ? decide(C_READ, path)
+	            : -1;
+	if (a == A_ERRNO) {
+		errno = fault.err;
+		return MAP_FAILED;
+	}
+	void *r = real_mmap(addr, len, prot, flags, fd, off);
 	if (a == A_KILL_AFTER)
 		die();
 	return r;

@@ -22,6 +22,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -394,11 +395,63 @@ def test_slow_disk_at_quit_does_not_hold_up_other_sessions(make_pillar, shim):
 # -- reading and measuring the mailbox ------------------------------------------------
 
 
+def test_retr_reads_what_it_cannot_map(make_pillar, shim):
+    # A message file that cannot be mapped (no address space left, say) is
+    # read instead, and arrives whole, dot-stuffed and terminated.
+    p, mark = faulty(make_pillar, shim, "read:ENOMEM")
+    data = b"Subject: read, not mapped\n\n" + b".dot line\n0123456789abcdef\n" * 20000
+    p.deliver(USER, data)
+    with p.session(USER, PASSWORD) as c:
+        c.ok("RETR 1")
+        assert c.multiline() == data.split(b"\n")[:-1]
+        c.ok("QUIT")
+    assert mark.exists(), "the fault never fired"
+
+
+def test_message_shortened_during_retr_drops_only_that_connection(make_pillar):
+    # Another program cuts a message file while it is being sent: the pages
+    # past the new end are gone from the mapping. The connection is dropped
+    # without a terminator, like any read error, and the worker goes on
+    # serving its other sessions.
+    p = make_pillar(workers=1)
+    p.add_user(USER, PASSWORD)
+    p.add_user(BOB, BOB_PASSWORD)
+    data = b"Subject: cut short\n\n" + b"0123456789abcdef0123456789abcdef\n" * 600_000  # 20 MB
+    p.deliver(USER, data)
+    p.deliver(BOB, b"Subject: bob\n\nbody bob\n")
+    mail_workers = p.workers("mail")
+    [path] = [p.maildir(USER) / f for f in p.files(USER)]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # the server gets ahead little
+    sock.connect(("127.0.0.1", p.port))
+    with Conn(p.port, sock=sock) as c, p.session(BOB, BOB_PASSWORD) as b:
+        c.login(USER, PASSWORD)
+        c.send(b"RETR 1\r\n")
+        got = bytearray(c.buf)
+        while len(got) < 100_000:
+            got += c.sock.recv(65536)
+        os.truncate(path, 1000)
+        c.sock.settimeout(15)
+        while chunk := c.sock.recv(65536):
+            got += chunk
+        assert got.startswith(b"+OK "), got[:100]
+        assert len(got) < len(data), "the whole message came from a file cut to 1000 octets"
+        assert not got.endswith(b"\r\n.\r\n"), "a cut message was terminated as complete"
+        wait_for(lambda: "event=read-error" in p.log(), 10, "the read error to be logged")
+        # The same worker, still serving the other session.
+        assert p.workers("mail") == mail_workers
+        assert b.stat()[0] == 1
+        b.ok("RETR 1")
+        assert b.multiline() == [b"Subject: bob", b"", b"body bob"]
+        b.ok("QUIT")
+
+
 def test_read_error_in_retr_drops_the_connection_without_a_terminator(make_pillar, shim):
     # EIO on a read of the message file once RETR has begun: the only
     # honest ending is to drop the connection (with whatever of the reply
     # was queued), so the client never takes a truncated message for a
-    # whole one. Nothing is lost.
+    # whole one. Nothing is lost. (A message this small is read, not
+    # mapped.)
     p, mark = faulty(make_pillar, shim, "read:EIO")
     data = b"Subject: unreadable for a moment\n\n" + b"0123456789abcdef\n" * 8000
     p.deliver(USER, data)
