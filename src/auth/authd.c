@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,6 +79,8 @@ struct authd {
 	struct event_base *base;
 	struct pool *pool;
 	const struct config *cfg;
+	/* auth_verify_finish jobs queued or running in the background. */
+	atomic_uint finishing;
 	int listen_fd;
 	struct event *accept_ev, *accept_backoff, *sweep;
 	uid_t uids[AUTHD_MAX_UIDS];
@@ -89,6 +92,7 @@ struct authd {
 
 struct job {
 	struct authd_conn *c;
+	struct authd *d; /* for a background job, which has no connection */
 	uint32_t id;
 	struct auth_request *pass;
 	struct apop_request *apop;
@@ -264,9 +268,22 @@ static bool job_back(struct job *j)
 	return false;
 }
 
+static bool right_password(const struct auth_request *req)
+{
+	return req->result == AUTH_OK || req->result == AUTH_LOCKED;
+}
+
+/* The check, and what follows from a right password after the reply, in
+ * the background. When AUTHD_MAX_FINISHING of those are waiting already (a
+ * burst of first logins, whose SCRAM keys take long to make), it follows
+ * before the reply instead, so passwords never pile up in memory. */
 static void pass_work(void *arg)
 {
-	auth_verify_check(((struct job *)arg)->pass);
+	struct job *j = arg;
+
+	auth_verify_check(j->pass);
+	if (right_password(j->pass) && atomic_load(&j->c->d->finishing) >= AUTHD_MAX_FINISHING)
+		auth_verify_finish(j->pass);
 }
 
 static void finish_work(void *arg)
@@ -276,7 +293,10 @@ static void finish_work(void *arg)
 
 static void finish_done(void *arg)
 {
-	job_free(arg);
+	struct job *j = arg;
+
+	atomic_fetch_sub(&j->d->finishing, 1);
+	job_free(j);
 }
 
 static void apop_work(void *arg)
@@ -287,7 +307,7 @@ static void apop_work(void *arg)
 static void verify_done(void *arg)
 {
 	struct job *j = arg;
-	struct pool *pool = j->c->d->pool;
+	struct authd *d = j->c->d;
 	struct authp_msg m = {.type = AUTHP_VERIFY_REPLY, .id = j->id};
 
 	if (job_back(j)) {
@@ -308,10 +328,13 @@ static void verify_done(void *arg)
 	}
 	/* The connection may go now; the job no longer belongs to it. */
 	j->c = NULL;
-	if (j->pass != NULL && (j->pass->result == AUTH_OK || j->pass->result == AUTH_LOCKED))
-		pool_submit_background(pool, finish_work, finish_done, j);
-	else
+	if (j->pass != NULL && right_password(j->pass) && !j->pass->finished) {
+		j->d = d;
+		atomic_fetch_add(&d->finishing, 1);
+		pool_submit_background(d->pool, finish_work, finish_done, j);
+	} else {
 		job_free(j);
+	}
 }
 
 static void step_work(void *arg)

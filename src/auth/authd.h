@@ -8,12 +8,11 @@
  * pool as slow jobs, with its own event loop. What a correct USER/PASS
  * leads to besides its reply (auth_verify_finish: the SCRAM keys of an
  * imported hash, the login time) runs after the reply is sent, as a
- * background job at the lowest CPU priority. It trusts no client: a peer
- * whose uid is not one of the allowed ones is turned away at accept, and a
- * connection that sends a malformed message, more than AUTHP_MAX_INFLIGHT
- * requests at once or a second step of a session whose step is still
- * running is dropped, its SASL sessions with it. Passwords are wiped once
- * checked, or once their background job is done. */
+ * background job at the lowest CPU priority (AUTHD_MAX_FINISHING at most). It trusts no client: a
+ * peer whose uid is not one of the allowed ones is turned away at accept, and a connection that
+ * sends a malformed message, more than AUTHP_MAX_INFLIGHT requests at once or a second step of a
+ * session whose step is still running is dropped, its SASL sessions with it. Passwords are wiped
+ * once checked, or once their background job is done. */
 #ifndef PILLAR_AUTH_AUTHD_H
 #define PILLAR_AUTH_AUTHD_H
 
@@ -25,6 +24,10 @@ struct config;
 struct event_base;
 struct pool;
 struct authd;
+
+/* Background jobs after right passwords (auth_verify_finish) allowed to
+ * wait at once; beyond, a check does that work itself before its reply. */
+#define AUTHD_MAX_FINISHING 64
 
 /* Uids allowed to connect: the workers' accounts. */
 #define AUTHD_MAX_UIDS 4

@@ -107,6 +107,7 @@ void auth_verify_finish(struct auth_request *req)
 
 	if (req->result != AUTH_OK && req->result != AUTH_LOCKED)
 		return;
+	req->finished = true;
 	dir = dir_thread(req->cfg, &error);
 	if (dir != NULL) {
 		upgrade_scram(dir, req->address, req->hash, req->password);

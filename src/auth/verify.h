@@ -8,6 +8,8 @@
 #ifndef PILLAR_AUTH_VERIFY_H
 #define PILLAR_AUTH_VERIFY_H
 
+#include <stdbool.h>
+
 #include "directory/directory.h"
 
 struct config;
@@ -28,6 +30,7 @@ struct auth_request {
 	char password[AUTH_PASSWORD_MAX + 1];
 	/* results */
 	enum auth_result result;
+	bool finished;                     /* auth_verify_finish has run */
 	char address[DIR_ADDRESS_MAX + 1]; /* canonical form, on AUTH_OK/LOCKED */
 	char hash[DIR_HASH_MAX + 1];       /* the hash checked, for auth_verify_finish */
 	const char *error;                 /* on AUTH_TEMPFAIL, for the log */

@@ -352,29 +352,36 @@ static int mark_duplicates(struct maildir *md)
 	return 0;
 }
 
-/* The snapshot is kept for the whole session: give back what the scan
- * reserved and did not use. Most of it was never touched, so costs no
- * memory yet, but it would keep the next allocations off the pages already
- * in use: an idle session would hold a page or two of its own. */
+/* The snapshot is kept for the whole session: move it out of what the scan
+ * reserved into blocks of its exact size. Copied, not shrunk with realloc:
+ * a shrunk block stays where it was, at the head of the reservation, and
+ * the next scan's reservation no longer fits there, so every idle session
+ * would pin a fresh page or two of the scanning thread's heap. Freed whole,
+ * the reservation is what the next scan gets back. */
+static void *exact_copy(void *p, size_t len)
+{
+	void *q = malloc(len);
+
+	if (q == NULL)
+		return p; /* keep the larger block */
+	memcpy(q, p, len);
+	free(p);
+	return q;
+}
+
 static void shrink_to_fit(struct maildir *md)
 {
 	if (md->arena_len > 0 && md->arena_len < md->arena_cap) {
-		char *p = realloc(md->arena, md->arena_len);
-		if (p != NULL) {
-			md->arena = p;
-			md->arena_cap = md->arena_len;
-		}
+		md->arena = exact_copy(md->arena, md->arena_len);
+		md->arena_cap = md->arena_len;
 	}
 	if (md->count == 0) {
 		free(md->msgs);
 		md->msgs = NULL;
 		md->cap = 0;
 	} else if (md->count < md->cap) {
-		struct maildir_msg *p = realloc(md->msgs, md->count * sizeof(*md->msgs));
-		if (p != NULL) {
-			md->msgs = p;
-			md->cap = md->count;
-		}
+		md->msgs = exact_copy(md->msgs, md->count * sizeof(*md->msgs));
+		md->cap = md->count;
 	}
 }
 
