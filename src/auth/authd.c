@@ -328,7 +328,7 @@ static void verify_done(void *arg)
 	}
 	/* The connection may go now; the job no longer belongs to it. */
 	j->c = NULL;
-	if (j->pass != NULL && right_password(j->pass) && !j->pass->finished) {
+	if (j->pass != NULL && j->pass->needs_keys) {
 		j->d = d;
 		atomic_fetch_add(&d->finishing, 1);
 		pool_submit_background(d->pool, finish_work, finish_done, j);

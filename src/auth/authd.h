@@ -5,10 +5,10 @@
  *
  * It serves USER/PASS (auth_verify_check), APOP (apop_verify_work) and SASL
  * exchanges (auth/sasl.h, the sessions kept here), each on its own thread
- * pool as slow jobs, with its own event loop. What a correct USER/PASS
- * leads to besides its reply (auth_verify_finish: the SCRAM keys of an
- * imported hash, the login time) runs after the reply is sent, as a
- * background job at the lowest CPU priority (AUTHD_MAX_FINISHING at most). It trusts no client: a
+ * pool as slow jobs, with its own event loop. The SCRAM keys a right
+ * USER/PASS password makes for an imported hash (auth_verify_finish) are
+ * made after the reply is sent, as a background job at the lowest CPU
+ * priority (AUTHD_MAX_FINISHING at most). It trusts no client: a
  * peer whose uid is not one of the allowed ones is turned away at accept, and a connection that
  * sends a malformed message, more than AUTHP_MAX_INFLIGHT requests at once or a second step of a
  * session whose step is still running is dropped, its SASL sessions with it. Passwords are wiped
@@ -25,8 +25,8 @@ struct event_base;
 struct pool;
 struct authd;
 
-/* Background jobs after right passwords (auth_verify_finish) allowed to
- * wait at once; beyond, a check does that work itself before its reply. */
+/* Background jobs making SCRAM keys (auth_verify_finish) allowed to wait at
+ * once; beyond, a check does that work itself before its reply. */
 #define AUTHD_MAX_FINISHING 64
 
 /* Uids allowed to connect: the workers' accounts. */

@@ -41,22 +41,16 @@ static void set_error(struct auth_request *req, const char *error)
 
 /* A mailbox that got its hash some other way (imported with --password-hash,
  * or set before SCRAM keys existed) gets its keys at the first successful
- * password login, so SCRAM works from then on. Only while the hash is still
- * the one just checked (dir_user_set_scram): a password changed meanwhile
- * must not get keys of the old one. Failures only cost the upgrade. */
-static void upgrade_scram(struct dir *dir, const char *address, const char *hash,
-                          const char *password)
+ * password login, so SCRAM works from then on: whether it has them is
+ * looked up with the check; making them (auth_verify_finish) can wait. */
+static bool lacks_scram_keys(struct dir *dir, const char *address)
 {
 	struct dir_scram keys;
 	const char *error;
 	int r = dir_user_get_scram(dir, address, &keys, &error);
 
 	OPENSSL_cleanse(&keys, sizeof(keys));
-	if (r != 0)
-		return;
-	if (scram_keys_from_password(password, &keys, &error) == 0)
-		(void)dir_user_set_scram(dir, address, hash, &keys, &error);
-	OPENSSL_cleanse(&keys, sizeof(keys));
+	return r == 0;
 }
 
 void auth_verify_check(struct auth_request *req)
@@ -98,23 +92,30 @@ void auth_verify_check(struct auth_request *req)
 	memcpy(req->hash, user.password_hash, sizeof(req->hash));
 	OPENSSL_cleanse(user.password_hash, sizeof(user.password_hash));
 	req->result = user.locked ? AUTH_LOCKED : AUTH_OK;
+	/* A failure to record the time must not refuse a correct login. */
+	if (req->result == AUTH_OK)
+		(void)dir_user_touch_login(dir, user.address, (int64_t)time(NULL), &error);
+	req->needs_keys = lacks_scram_keys(dir, user.address);
+	if (!req->needs_keys)
+		auth_request_clear(req);
 }
 
+/* Only while the hash is still the one just checked (dir_user_set_scram):
+ * a password changed meanwhile must not get keys of the old one. Failures
+ * only cost the upgrade. */
 void auth_verify_finish(struct auth_request *req)
 {
+	struct dir_scram keys;
 	const char *error;
 	struct dir *dir;
 
-	if (req->result != AUTH_OK && req->result != AUTH_LOCKED)
+	if (!req->needs_keys)
 		return;
-	req->finished = true;
+	req->needs_keys = false;
 	dir = dir_thread(req->cfg, &error);
-	if (dir != NULL) {
-		upgrade_scram(dir, req->address, req->hash, req->password);
-		/* A failure to record the time must not refuse a correct login. */
-		if (req->result == AUTH_OK)
-			(void)dir_user_touch_login(dir, req->address, (int64_t)time(NULL), &error);
-	}
+	if (dir != NULL && scram_keys_from_password(req->password, &keys, &error) == 0)
+		(void)dir_user_set_scram(dir, req->address, req->hash, &keys, &error);
+	OPENSSL_cleanse(&keys, sizeof(keys));
 	auth_request_clear(req);
 }
 

@@ -30,7 +30,7 @@ struct auth_request {
 	char password[AUTH_PASSWORD_MAX + 1];
 	/* results */
 	enum auth_result result;
-	bool finished;                     /* auth_verify_finish has run */
+	bool needs_keys; /* right password, no SCRAM keys yet: auth_verify_finish */
 	char address[DIR_ADDRESS_MAX + 1]; /* canonical form, on AUTH_OK/LOCKED */
 	char hash[DIR_HASH_MAX + 1];       /* the hash checked, for auth_verify_finish */
 	const char *error;                 /* on AUTH_TEMPFAIL, for the log */
@@ -42,16 +42,16 @@ struct auth_request {
 void auth_request_init(struct auth_request *req, const struct config *cfg, const char *user,
                        const char *password);
 
-/* On a pool thread: fills req->result and req->address. The password is
- * wiped unless it was right (AUTH_OK or AUTH_LOCKED): then
- * auth_verify_finish still needs it. */
+/* On a pool thread: fills req->result and req->address, and records the
+ * login time of a successful login. The password is wiped unless
+ * needs_keys: a right password for a mailbox without SCRAM keys (an
+ * imported hash), which auth_verify_finish still needs. */
 void auth_verify_check(struct auth_request *req);
 
-/* What a correct password leads to that its reply need not wait for, run
- * after auth_verify_check (the auth process runs it once the reply is
- * sent): a mailbox without SCRAM keys (an imported hash) gets them,
- * computed from the password (auth/scram.h), so SCRAM works from then on;
- * a login records its time. Then wipes the password. */
+/* With needs_keys: computes the SCRAM keys from the password and stores
+ * them (auth/scram.h), so SCRAM works from then on, then wipes the
+ * password. The auth process runs it after the reply is sent: the keys
+ * take tens of milliseconds of CPU to make. */
 void auth_verify_finish(struct auth_request *req);
 
 /* Both, one after the other. */
