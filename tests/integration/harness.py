@@ -859,6 +859,7 @@ class Pillar:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.expect_exit = False
         log = open(self.log_path, "ab")
+        log_start = log.tell()
         rlimits = dict(self.rlimits)
 
         def limits():
@@ -878,6 +879,15 @@ class Pillar:
         )
         log.close()
         deadline = time.monotonic() + timeout
+        # Until this server says it has started, a listener that answers may
+        # be another one's that took the port first.
+        started = f"started pid={self.proc.pid} ".encode()
+        while started not in self.log_path.read_bytes()[log_start:]:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pillar serve exited with {self.proc.returncode} at start")
+            if time.monotonic() > deadline:
+                raise AssertionError("pillar serve did not log that it started in time")
+            time.sleep(0.02)
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pillar serve exited with {self.proc.returncode} at start")
