@@ -4,18 +4,27 @@
  * lock the process's sessions have taken (session-level locks belong to
  * the connection that took them). A lock is pg_try_advisory_lock on a
  * bigint derived from the mailbox address, so the lock never waits: a
- * mailbox in use is answered at once, as the flock answers it. */
+ * mailbox in use is answered at once, as the flock answers it.
+ *
+ * A restart of PostgreSQL ends that connection and with it every lock.
+ * While locks are held, a watcher thread looks at the connection every
+ * second and, once the server is back, takes them all again on a new
+ * one, before another server's login is likely to. A lock that another
+ * server took meanwhile is marked lost: its session must end without
+ * changing the mailbox (dir_session_lock_lost, dir_session_lock_confirm). */
 #include "directory/lock.h"
 
 #include "core/config.h"
 #include "core/util.h"
 #include "directory/directory.h"
+#include "directory/pg_internal.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,20 +37,27 @@
  * error at once instead of each waiting for a connect of its own. */
 #define LOCK_RETRY_SECONDS 1
 
+/* How often the watcher looks at the connection while locks are held. */
+#define LOCK_WATCH_SECONDS 1
+
 struct dir_session_lock {
 	int64_t key;
-	bool held; /* taken on the current connection */
+	bool held;        /* taken on the current connection */
+	atomic_bool lost; /* another session took it while ours was down */
 	struct dir_session_lock *prev, *next;
 };
 
 static struct {
 	pthread_mutex_t mutex;
+	pthread_cond_t wake; /* of the watcher: a lock was added */
 	PGconn *conn;
 	pid_t pid;                      /* the process conn belongs to */
+	pid_t watcher;                  /* the process whose watcher runs */
+	char *url;                      /* of the directory, for the watcher */
 	time_t failed_at;               /* of the last failed connect */
 	char failed[256];               /* its error */
 	struct dir_session_lock *locks; /* every live lock of this process */
-} lk = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+} lk = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static __thread char lock_err[320];
 
@@ -102,12 +118,30 @@ static int lock_query(const char *sql, int64_t key, bool *result_r)
 	return ok ? 0 : -1;
 }
 
-/* A working connection in lk.conn, or -1. A new connection takes again
- * the locks that the old one held (they went with it). Mutex held. */
-static int lock_connect(const struct config *cfg, const char **error_r)
+/* Take again, on a new connection, the locks the old one held: each one
+ * that is neither held nor lost. One that another server took meanwhile
+ * is lost, and stays unheld, so its unlock does not release the other's.
+ * Mutex held. */
+static int lock_retake(const char **error_r)
 {
-	const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-	const char *const values[] = {"5", "pillar-lock", cfg->directory, NULL};
+	for (struct dir_session_lock *l = lk.locks; l != NULL; l = l->next) {
+		bool taken = false;
+
+		if (l->held || atomic_load(&l->lost))
+			continue;
+		if (lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken) < 0)
+			return lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
+		l->held = taken;
+		if (!taken)
+			atomic_store(&l->lost, true);
+	}
+	return 0;
+}
+
+/* A working connection in lk.conn holding every lock not lost, or -1.
+ * Mutex held. */
+static int lock_connect(const char *url, const char **error_r)
+{
 	time_t now = time(NULL);
 
 	if (lk.conn != NULL && lk.pid != getpid()) {
@@ -131,8 +165,11 @@ static int lock_connect(const struct config *cfg, const char **error_r)
 	if (lk.conn != NULL) {
 		PQfinish(lk.conn);
 		lk.conn = NULL;
+		/* Its locks went with it. */
+		for (struct dir_session_lock *l = lk.locks; l != NULL; l = l->next)
+			l->held = false;
 	}
-	lk.conn = PQconnectdbParams(keys, values, 1);
+	lk.conn = pg_connect(url, "pillar-lock");
 	lk.pid = getpid();
 	if (lk.conn == NULL || PQstatus(lk.conn) != CONNECTION_OK) {
 		snprintf(lk.failed, sizeof(lk.failed), "%s",
@@ -145,17 +182,53 @@ static int lock_connect(const struct config *cfg, const char **error_r)
 	}
 	lk.failed_at = 0;
 	PQsetNoticeProcessor(lk.conn, ignore_notice, NULL);
-	/* The sessions still open keep their mailboxes: take their locks
-	 * again. One that another server took meanwhile stays marked not
-	 * held, so its unlock does not release the other's. */
-	for (struct dir_session_lock *l = lk.locks; l != NULL; l = l->next) {
-		bool taken = false;
+	/* The server's keepalives end this connection, and so release its
+	 * locks, when this machine vanishes without closing it. */
+	PQclear(PQexec(lk.conn, "SET tcp_keepalives_idle = " PG_KEEPALIVE_IDLE
+	                        "; SET tcp_keepalives_interval = " PG_KEEPALIVE_INTERVAL
+	                        "; SET tcp_keepalives_count = " PG_KEEPALIVE_COUNT));
+	return lock_retake(error_r);
+}
 
-		if (lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken) < 0)
-			return lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
-		l->held = taken;
+/* The watcher: while this process holds locks, keeps the connection that
+ * holds them alive, so a restarted server gets them back at once rather
+ * than at the next login or logout. */
+static void *lock_watch(void *arg)
+{
+	const char *error;
+
+	(void)arg;
+	pthread_mutex_lock(&lk.mutex);
+	for (;;) {
+		struct timespec until;
+
+		while (lk.locks == NULL)
+			pthread_cond_wait(&lk.wake, &lk.mutex);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += LOCK_WATCH_SECONDS;
+		pthread_cond_timedwait(&lk.wake, &lk.mutex, &until);
+		if (lk.locks != NULL)
+			lock_connect(lk.url, &error);
 	}
-	return 0;
+	return NULL;
+}
+
+/* Start this process's watcher, once. Mutex held. */
+static void lock_watch_start(const char *url)
+{
+	pthread_t thread;
+	pthread_attr_t attr;
+
+	if (lk.watcher == getpid())
+		return;
+	free(lk.url);
+	lk.url = xstrdup(url);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	if (pthread_create(&thread, &attr, lock_watch, NULL) == 0)
+		lk.watcher = getpid();
+	pthread_attr_destroy(&attr);
 }
 
 int dir_session_lock(const struct config *cfg, const char *address,
@@ -171,12 +244,13 @@ int dir_session_lock(const struct config *cfg, const char *address,
 	l = xcalloc(1, sizeof(*l));
 	l->key = lock_key(address);
 	pthread_mutex_lock(&lk.mutex);
-	r = lock_connect(cfg, error_r);
+	r = lock_connect(cfg->directory, error_r);
 	if (r == 0 && lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken) < 0) {
 		/* The connection broke since its last use (PostgreSQL was
 		 * restarted): connect again, once, and retry. */
 		r = lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
-		if (PQstatus(lk.conn) != CONNECTION_OK && lock_connect(cfg, error_r) == 0) {
+		if (PQstatus(lk.conn) != CONNECTION_OK &&
+		    lock_connect(cfg->directory, error_r) == 0) {
 			r = lock_query("SELECT pg_try_advisory_lock($1::bigint)", l->key, &taken);
 			if (r < 0)
 				lock_fail("session lock: ", PQerrorMessage(lk.conn), error_r);
@@ -188,6 +262,8 @@ int dir_session_lock(const struct config *cfg, const char *address,
 		if (lk.locks != NULL)
 			lk.locks->prev = l;
 		lk.locks = l;
+		lock_watch_start(cfg->directory);
+		pthread_cond_signal(&lk.wake);
 	}
 	pthread_mutex_unlock(&lk.mutex);
 	if (r < 0 || !taken) {
@@ -196,6 +272,28 @@ int dir_session_lock(const struct config *cfg, const char *address,
 	}
 	*lock_r = l;
 	return 0;
+}
+
+bool dir_session_lock_lost(const struct dir_session_lock *l)
+{
+	return l != NULL && atomic_load(&l->lost);
+}
+
+int dir_session_lock_confirm(struct dir_session_lock *l, const char **error_r)
+{
+	int r;
+
+	if (l == NULL)
+		return 0;
+	pthread_mutex_lock(&lk.mutex);
+	r = lock_connect(lk.url, error_r);
+	if (r == 0 && !l->held)
+		r = lock_fail("session lock: ",
+		              "another session took the mailbox while PostgreSQL "
+		              "was restarting",
+		              error_r);
+	pthread_mutex_unlock(&lk.mutex);
+	return r;
 }
 
 void dir_session_unlock(struct dir_session_lock **lockp)

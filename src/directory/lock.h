@@ -9,12 +9,17 @@
  * session (thousands of connections would be too many), so it is released
  * when the session ends (dir_session_unlock) or when the process dies and
  * its connection drops. If that connection breaks while sessions are
- * open, their locks are taken again on the new connection at the next use.
+ * open (PostgreSQL restarted), a thread of this process connects again as
+ * soon as the server is back and takes their locks again; a lock another
+ * server took first is lost, and its session must end without changing
+ * the mailbox.
  *
  * Both calls block on the network: call them from the thread pool or an
  * admin command, never on an event loop. Thread-safe. */
 #ifndef PILLAR_DIRECTORY_LOCK_H
 #define PILLAR_DIRECTORY_LOCK_H
+
+#include <stdbool.h>
 
 struct config;
 struct dir_session_lock;
@@ -25,6 +30,15 @@ struct dir_session_lock;
  * until the next call). */
 int dir_session_lock(const struct config *cfg, const char *address,
                      struct dir_session_lock **lock_r, const char **error_r);
+
+/* Whether another server took this lock while PostgreSQL was restarting
+ * (false for NULL). Cheap: for every command of a session. */
+bool dir_session_lock_lost(const struct dir_session_lock *lock);
+
+/* Make sure the lock is held right now, reconnecting if need be: 0, or -1
+ * with *error_r when it is lost or cannot be checked. Before a session
+ * changes its mailbox. NULL is held. */
+int dir_session_lock_confirm(struct dir_session_lock *lock, const char **error_r);
 
 /* Release a lock from dir_session_lock and NULL the pointer; NULL is fine. */
 void dir_session_unlock(struct dir_session_lock **lock);

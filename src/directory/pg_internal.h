@@ -1,4 +1,4 @@
-/* Inside the PostgreSQL backend; nothing but pg*.c includes this.
+/* Inside the PostgreSQL backend; nothing but pg*.c and lock.c include this.
  *
  * pg.c owns the connection: the schema and its migration, the statements
  * (prepared on a connection at their first use there), running them,
@@ -74,6 +74,16 @@ static inline struct pg_dir *pg(struct dir *dir)
 {
 	return (struct pg_dir *)dir;
 }
+
+/* A new connection to the directory at `url` (pg.c's defaults, then what
+ * the URL says); check PQstatus. NULL when out of memory. */
+PGconn *pg_connect(const char *url, const char *application);
+
+/* TCP keepalives, seconds: silence before the first probe, between probes,
+ * and how many unanswered probes end the connection (30 + 3 × 10 s). */
+#define PG_KEEPALIVE_IDLE     "30"
+#define PG_KEEPALIVE_INTERVAL "10"
+#define PG_KEEPALIVE_COUNT    "3"
 
 /* "directory: <what>: <libpq's message on one line>" into dir's error,
  * saying so when the connection is lost. Returns -1. */

@@ -208,6 +208,16 @@ static void session_line(void *ctx, char *line, size_t len)
 	struct pop3_session *s = ctx;
 	struct pop3_cmd cmd;
 
+	if (dir_session_lock_lost(s->dir_lock)) {
+		/* Another server has the mailbox open now: no command here may
+		 * read or change it, and QUIT must not enter UPDATE. */
+		conn_printf(s->conn, "-ERR [SYS/TEMP] the mailbox lock was lost while the "
+		                     "directory restarted; closing, nothing deleted\r\n");
+		log_warn("sid=%s event=disconnect reason=lock-lost user=%s retr=%u deleted=0",
+		         s->sid, s->user, s->retrieved);
+		conn_close(s->conn);
+		return;
+	}
 	const struct pop3_command *row =
 	    pop3_command_check(s->conn, POP3_TRANSACTION, line, len, &cmd);
 	if (row == NULL || row->mail(s, &cmd) < 0)
@@ -531,7 +541,14 @@ static void session_quit_work(void *arg)
 
 	s->quit_failed = 0;
 	s->quit_error = NULL;
-	s->quit_result = maildir_expunge(s->md, s->deleted, &s->quit_failed, &s->quit_error);
+	if (dir_session_lock_confirm(s->dir_lock, &s->quit_error) < 0) {
+		/* Not sure to be the only session on the mailbox: delete nothing. */
+		s->quit_result = -1;
+		s->quit_failed = s->ndeleted;
+	} else {
+		s->quit_result =
+		    maildir_expunge(s->md, s->deleted, &s->quit_failed, &s->quit_error);
+	}
 	/* The error may be in this thread's buffer, which the next job on it
 	 * reuses: copied for the loop's log line. */
 	if (s->quit_error != NULL) {

@@ -401,6 +401,77 @@ class ForeignLock:
                  f"the session lock of {self.address} to go")
 
 
+def test_open_session_takes_its_lock_again_after_a_postgresql_restart(make_pillar, cluster, db):
+    """A restart of PostgreSQL ends the connection holding the session
+    locks; the server takes them again as soon as PostgreSQL is back,
+    without waiting for a command, and the session goes on."""
+    a = pg_pillar(make_pillar, db, hostname="a.test")
+    a.add_user(USER, PASSWORD)
+    for i in range(2):
+        a.deliver(USER, message(i))
+    c = a.session(USER, PASSWORD)
+    c.ok("DELE 1")
+    assert lock_holders(cluster, db, USER) == 1
+    cluster.restart()
+    wait_for(lambda: lock_holders(cluster, db, USER) == 1, 10,
+             "the session lock to be taken again")
+    # Anyone else is kept out again, as before the restart.
+    other = subprocess.run(["psql", "-X", "-qAt", db, "-c",
+                            f"SELECT pg_try_advisory_lock({mailbox_lock_key(USER)})"],
+                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert other.stdout.strip() == b"f", other
+    assert c.cmd("QUIT").startswith(b"+OK"), "QUIT after the restart"
+    c.close()
+    wait_for(lambda: len(a.stored_list(USER)) == 1, 10, "the DELE'd message to go")
+    wait_for(lambda: lock_holders(cluster, db, USER) == 0, 10, "the session lock to go")
+
+
+@pytest.mark.parametrize("next_command", ["QUIT at once", "NOOP later"])
+def test_session_whose_lock_another_server_took_ends_without_changes(
+        make_pillar, cluster, db, next_command):
+    """While PostgreSQL restarts, another server may take a mailbox whose
+    lock went with the old connection. The session that held it must not
+    touch the mailbox any more: its next command (QUIT too) gets -ERR
+    [SYS/TEMP], nothing is deleted. The server is stopped (SIGSTOP) across
+    the restart so that the other side surely wins."""
+    a = pg_pillar(make_pillar, db, hostname="a.test")
+    a.add_user(USER, PASSWORD)
+    for i in range(3):
+        a.deliver(USER, message(i))
+    c = a.session(USER, PASSWORD)
+    c.ok("DELE 1")
+    c.ok("DELE 2")
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    try:
+        cluster.restart()
+        other = ForeignLock(cluster, db, USER)
+    finally:
+        os.killpg(a.proc.pid, signal.SIGCONT)
+    try:
+        if next_command == "NOOP later":
+            # Its watcher looks every second, so by now it has found the
+            # lock taken: the next command is refused, whatever it is.
+            time.sleep(3)
+            reply = c.cmd("NOOP")
+            assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+            assert b"lock" in reply, reply
+            with pytest.raises(Closed):
+                c.cmd("QUIT")
+            assert "reason=lock-lost" in a.log()
+        else:
+            reply = c.cmd("QUIT")
+            assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+        c.close()
+        assert len(a.stored_list(USER)) == 3, "a message was deleted"
+        assert lock_holders(cluster, db, USER) == 1  # the other's, still
+    finally:
+        other.release()
+    d = a.wait_unlocked(USER, PASSWORD)
+    assert d.stat()[0] == 3
+    d.ok("QUIT")
+    d.close()
+
+
 def user_addresses(inst):
     return sorted(u["address"] for u in json.loads(inst.cli("user", "list", "--json").stdout_text))
 
