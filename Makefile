@@ -100,7 +100,7 @@ test: test-deps pillar $(UNIT_BINS)
 	echo "== integration tests"; \
 	PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) tests/integration || status=1; \
 	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  echo "== POP3, SMTP, LMTP and auth integration tests again with a PostgreSQL directory"; \
+	  echo "== POP3, SMTP, LMTP, client, TLS and auth integration tests again with a PostgreSQL directory"; \
 	  PILLAR_TEST_DIRECTORY=postgresql PILLAR_BIN=$(CURDIR)/$(BUILD)/pillar $(PYTEST) $(PG_SUITE) || status=1; \
 	fi; \
 	exit $$status
@@ -110,6 +110,7 @@ test: test-deps pillar $(UNIT_BINS)
 # at directory.db itself is left out.
 PG_SUITE := $(wildcard tests/integration/test_pop3_*.py tests/integration/test_smtp_*.py) \
 	    tests/integration/test_lmtp.py tests/integration/test_deliver.py tests/integration/test_auth.py \
+	    tests/integration/test_clients.py tests/integration/test_tls.py \
 	    --deselect tests/integration/test_pop3_session.py::test_state_owned_by_run_as_account
 
 
