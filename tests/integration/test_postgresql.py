@@ -275,14 +275,20 @@ def test_postgresql_down_gives_temporary_errors_only(make_pillar, cluster, db):
 
 
 def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
+    """Two servers deliver over SMTP and serve POP3 clients that fetch and
+    delete, while PostgreSQL restarts twice. Every message acknowledged
+    with 250 is stored exactly once; each is then either still there or was
+    fetched by a session whose QUIT said +OK (its DELE done), never both,
+    never neither, and no session's +OK QUIT ever returns a message again."""
     a = pg_pillar(make_pillar, db, hostname="a.test", smtp=True)
     a.add_user(USER, PASSWORD)
     a.add_user(BOB, BOB_PASSWORD)
     b = second_server(make_pillar, db, a, smtp=True)
-    accepted, temporary, problems = [], [], []
+    accepted = {USER: [], BOB: []}
+    consumed, temporary, problems = [], [], []
     stop = threading.Event()
 
-    def sender(inst, tag):
+    def sender(inst, tag, rcpt):
         i = 0
         while not stop.is_set():
             i += 1
@@ -290,7 +296,7 @@ def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
                 with inst.smtp() as s:
                     s.ehlo()
                     s.expect("MAIL FROM:<sender@example.org>", 250)
-                    r = s.cmd(f"RCPT TO:<{USER}>")
+                    r = s.cmd(f"RCPT TO:<{rcpt}>")
                     if r.code != 250:
                         (temporary if r.code == 451 else problems).append((tag, i, r))
                         continue
@@ -298,7 +304,7 @@ def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
                     s.send(message(i, tag) + b".\r\n")
                     r = s.reply()
                     if r.code == 250:
-                        accepted.append(f"{tag}.{i}@example.org")
+                        accepted[rcpt].append(f"{tag}.{i}@example.org")
                     else:
                         (temporary if r.code // 100 == 4 else problems).append((tag, i, r))
             except Exception as e:  # a dropped connection is a problem too
@@ -306,6 +312,7 @@ def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
             time.sleep(0.01)
 
     def popper(inst):
+        """Fetch and delete all of bob's mail; what a +OK QUIT removed."""
         while not stop.is_set():
             try:
                 p, err = pop3_login(inst.port, BOB, BOB_PASSWORD)
@@ -314,15 +321,28 @@ def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
                         temporary.append(("pop3", err))
                     else:
                         problems.append(("pop3", err))
-                else:
-                    p.stat()
+                    time.sleep(0.02)
+                    continue
+                got = []
+                for n in range(1, p.stat()[0] + 1):
+                    lines = p.retr(n)[1]
+                    ids = [l for l in lines if l.startswith(b"Message-ID: <")]
+                    got.append(ids[0][13:-1].decode())
+                    p.dele(n)
+                try:
                     p.quit()
+                    consumed.extend(got)
+                except poplib.error_proto as e:  # -ERR [SYS/TEMP]: kept
+                    assert b"[SYS/TEMP]" in e.args[0], e
+                    temporary.append(("pop3 quit", e.args[0]))
             except Exception as e:
                 problems.append(("pop3", repr(e)))
             time.sleep(0.02)
 
-    threads = [threading.Thread(target=sender, args=(a, "a")),
-               threading.Thread(target=sender, args=(b, "b")),
+    threads = [threading.Thread(target=sender, args=(a, "a", USER)),
+               threading.Thread(target=sender, args=(b, "b", USER)),
+               threading.Thread(target=sender, args=(a, "ab", BOB)),
+               threading.Thread(target=sender, args=(b, "bb", BOB)),
                threading.Thread(target=popper, args=(a,)),
                threading.Thread(target=popper, args=(b,))]
     for t in threads:
@@ -338,15 +358,21 @@ def test_postgresql_restart_under_load_loses_nothing(make_pillar, cluster, db):
         for t in threads:
             t.join(60)
     assert not problems, problems[:10]
-    assert accepted, "nothing was delivered"
+    assert accepted[USER] and accepted[BOB], "nothing was delivered"
     # Every message acknowledged with 250 is there exactly once.
-    a.wait_stored(USER, len(accepted))
+    a.wait_stored(USER, len(accepted[USER]))
     ids = message_ids(a, USER)
-    assert sorted(ids) == sorted(accepted), (len(ids), len(accepted))
+    assert sorted(ids) == sorted(accepted[USER]), (len(ids), len(accepted[USER]))
+    # bob's: fetched and deleted, or still there; exactly one of the two.
+    assert consumed, "no POP3 session deleted anything"
+    assert len(consumed) == len(set(consumed)), "a deleted message came back"
+    left = message_ids(a, BOB)
+    assert sorted(consumed + left) == sorted(accepted[BOB]), \
+        (len(consumed), len(left), len(accepted[BOB]))
     # And the servers work normally afterwards, through either of them.
     for inst in (a, b):
         c = inst.wait_unlocked(USER, PASSWORD, timeout=20)
-        assert c.stat()[0] == len(accepted)
+        assert c.stat()[0] == len(accepted[USER])
         c.ok("QUIT")
         c.close()
 
