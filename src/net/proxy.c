@@ -122,10 +122,6 @@ static enum proxy_status parse_v2(const uint8_t *buf, size_t len, struct proxy_r
 		*error_r = "v2 header: unknown version or command";
 		return PROXY_BAD;
 	}
-	if (body > PROXY_V2_MAX_LEN) {
-		*error_r = "v2 header too long";
-		return PROXY_BAD;
-	}
 	if (len < 16 + body)
 		return PROXY_NEED_MORE;
 	out->length = 16 + body;

@@ -14,10 +14,10 @@
 #include <sys/socket.h>
 
 /* v1: "PROXY TCP6 <39> <39> <5> <5>\r\n" is at most 107 octets (spec §2.1).
- * v2: a 16-octet fixed part and up to 65535 more; we accept addresses plus
- * TLVs up to PROXY_V2_MAX_LEN, which covers every TLV HAProxy sends. */
+ * v2: a 16-octet fixed part and up to 65535 more (its length field), all of
+ * which a receiver must take: addresses, then TLVs of any kind. */
 #define PROXY_V1_MAX     107
-#define PROXY_V2_MAX_LEN 1024
+#define PROXY_V2_MAX_LEN 65535
 #define PROXY_MAX_HEADER (16 + PROXY_V2_MAX_LEN)
 
 enum proxy_status {

@@ -137,7 +137,9 @@ static void pending_fail(struct pending *p, const char *why)
 static void pending_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pending *p = arg;
-	uint8_t buf[PROXY_MAX_HEADER];
+	/* One per worker (its loop is one thread): 64 KiB is too much for
+	 * each connection and for the stack. */
+	static uint8_t buf[PROXY_MAX_HEADER];
 	struct proxy_result r;
 	const char *error = "connection closed before the header";
 
