@@ -1120,7 +1120,21 @@ class Pillar:
         for marker in ("AddressSanitizer", "runtime error:", "LeakSanitizer"):
             if marker in log:
                 self.problems.append(f"sanitizer report in the server log ({marker})")
+        # A process the master saw crash (tests kill with SIGKILL or
+        # SIGTERM, never these); the master restarts it, so nothing else
+        # would show it. The raw wait status of "exited ... status=" holds
+        # the signal in its low 7 bits.
+        for kind, pid, how, value in CRASH_RE.findall(log):
+            sig = int(value) if how == "signal" else int(value) & 0x7F
+            if sig in CRASH_SIGNALS:
+                self.problems.append(f"{kind} pid={pid} crashed with signal {sig}")
 
+
+# What the master logs when a worker or the auth process ends: "worker
+# died pid=N signal=S", "auth process exited pid=N status=W", ...
+CRASH_RE = re.compile(r"\b(worker|auth process) (?:died|exited) pid=(\d+) (signal|status)=(\d+)")
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL,
+                 signal.SIGSYS, signal.SIGTRAP}
 
 USER = "alice@example.test"
 PASSWORD = "alice-Secret-1"
