@@ -41,6 +41,33 @@ def assert_nothing_stored(p):
     wait_for(lambda: not p.partial_files(), 10, "no partial files in the spool or tmp/")
 
 
+def fresh_delivery(p):
+    """A well-behaved client still gets its message delivered, over SMTP
+    and over LMTP."""
+    before = len(p.stored(USER))
+    with p.smtp() as c:
+        c.ehlo()
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
+        c.expect("QUIT", 221)
+    with p.lmtp() as c:
+        c.ehlo(verb="LHLO")
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
+        c.expect("QUIT", 221)
+    assert len(p.stored(USER)) == before + 2
+
+
+@pytest.fixture(autouse=True)
+def served_afterwards(mta):
+    """Whatever a test here sent, fresh clients are served afterwards."""
+    yield
+    assert mta.proc.poll() is None, "the server exited"
+    fresh_delivery(mta)
+
+
 @pytest.mark.parametrize("fake", sorted(FAKE_ENDS))
 @pytest.mark.parametrize("how", ["one-write", "trickled"])
 def test_smuggling_never_ends_data_early(mta, fake, how):
@@ -245,19 +272,66 @@ def test_a_few_errors_do_not_end_the_session(mta):
     assert len(mta.stored(USER)) == 1
 
 
-# -- before EHLO, before the greeting ----------------------------------------------
+# -- NUL bytes, HTTP, bad numbers (as for POP3) ----------------------------------------
 
 
-def fresh_delivery(p):
-    """A well-behaved client still gets its message delivered."""
-    before = len(p.stored(USER))
-    with p.smtp() as c:
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_nul_bytes_in_commands_are_refused(mta, lmtp):
+    c = mta.lmtp() if lmtp else mta.smtp()
+    with c:
+        c.ehlo(verb="LHLO" if lmtp else "EHLO")
+        for line in (b"NOOP\x00", b"\x00", b"MAIL FROM:<sender@example.org>\x00",
+                     b"MAIL\x00FROM:<sender@example.org>"):
+            r = c.cmd(line)
+            assert r.code == 500 and r.enhanced == "5.5.2", (line, r)
+        # None of them started a transaction.
+        c.expect(f"RCPT TO:<{USER}>", 503)
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        r = c.cmd(f"RCPT TO:<{USER}>\x00".encode())
+        assert r.code == 500, r
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: after NULs\r\n\r\nok\r\n", 250)
+        c.expect("QUIT", 221)
+    assert len(mta.stored(USER)) == 1
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_http_request_to_the_smtp_port(mta, lmtp):
+    """A browser or scanner: every line is refused, or the server hangs up;
+    nothing is ever accepted."""
+    c = mta.lmtp() if lmtp else mta.smtp()
+    with c:
+        c.send(b"GET / HTTP/1.1\r\nHost: mail.example.test\r\nUser-Agent: x\r\n"
+               b"Accept: */*\r\n\r\n")
+        codes = []
+        try:
+            for _ in range(5):
+                codes.append(c.reply(timeout=5).code)
+        except Closed:
+            pass
+        assert codes, "no reply and no close"
+        assert all(500 <= x < 600 or x == 421 for x in codes), codes
+    assert_nothing_stored(mta)
+
+
+@pytest.mark.parametrize("size", ["-1", "+1", "1x", "x", "0x10", "1.5", "",
+                                  "18446744073709551616", "99999999999999999999999"])
+def test_bdat_with_a_bad_size_is_refused_and_ends_the_session(mta, size):
+    """After a BDAT whose size cannot be read, the octets that follow cannot
+    be told from commands (RFC 3030): refused, then the server hangs up,
+    having read none of them as commands."""
+    with mta.smtp() as c:
         c.ehlo()
         c.expect(f"MAIL FROM:<{SENDER}>", 250)
         c.expect(f"RCPT TO:<{USER}>", 250)
-        c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
-        c.expect("QUIT", 221)
-    assert len(p.stored(USER)) == before + 1
+        c.send(f"BDAT {size} LAST\r\n".encode() + b"RSET\r\nMAIL FROM:<a@b.example>\r\n")
+        r = c.reply()
+        assert r.code == 501 and r.enhanced == "5.5.4", (size, r)
+        assert c.read_to_eof() == b"", "the octets after a bad BDAT were read as commands"
+    assert_nothing_stored(mta)
+
+
+# -- before EHLO, before the greeting ----------------------------------------------
 
 
 @pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
@@ -273,7 +347,6 @@ def test_commands_before_the_greeting(mta, lmtp):
         assert c.reply().code == 250
         assert c.reply().code == 221
         assert c.read_to_eof() == b""
-    fresh_delivery(mta)
 
 
 def test_pipelined_transaction_before_ehlo_runs_nothing(mta):
@@ -287,7 +360,6 @@ def test_pipelined_transaction_before_ehlo_runs_nothing(mta):
         assert all(x == 500 for x in codes[3:7]), codes
         assert codes[7] == 250, codes
     assert_nothing_stored(mta)
-    fresh_delivery(mta)
 
 
 # -- addresses --------------------------------------------------------------------------
@@ -379,4 +451,3 @@ def test_disconnect_in_the_middle_of_a_message_leaves_nothing(mta, how):
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     c.close()
     assert_nothing_stored(mta)
-    fresh_delivery(mta)
