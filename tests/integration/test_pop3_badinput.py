@@ -227,6 +227,7 @@ def test_crlf_split_across_writes_is_one_line_end(mailbox):
         assert c.line().startswith(b"+OK")
         assert c.line().startswith(b"+OK 3 ")
         c.ok("QUIT")
+    fresh_client_is_served(p, msgs)
 
 
 def test_garbage_binary_input(mailbox):

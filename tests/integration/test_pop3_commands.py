@@ -144,6 +144,10 @@ def test_authorization_commands_refused_after_login(mailbox):
         c.err(f"APOP {USER} c4c9334bac560ecc979e58001b3e22fb")
         assert c.stat()[0] == 3
         c.ok("QUIT")
+    # A fresh client afterwards finds the mailbox as it was.
+    with p.wait_unlocked(USER, PASSWORD) as c:
+        assert c.stat()[0] == 3
+        c.ok("QUIT")
 
 
 def test_quit_in_authorization_state_closes(alice):
