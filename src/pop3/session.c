@@ -562,11 +562,17 @@ static void session_quit_reply(struct pop3_session *s, bool failed)
 	if (failed) {
 		log_error("sid=%s event=expunge-error user=%s failed=%zu error=\"%s\"", s->sid,
 		          s->user, s->quit_failed, s->quit_error);
-		if (s->conn != NULL)
+		if (s->conn != NULL && s->quit_failed > 0)
 			conn_printf(s->conn,
 			            "-ERR [SYS/TEMP] %zu of %zu deleted messages could not be "
 			            "removed\r\n",
 			            s->quit_failed, s->ndeleted);
+		else if (s->conn != NULL) /* removed, but the directory sync failed */
+			conn_printf(
+			    s->conn,
+			    "-ERR [SYS/TEMP] the %zu deleted messages were removed, but the "
+			    "disk did not confirm it; some may come back\r\n",
+			    s->ndeleted);
 	} else if (s->conn != NULL) {
 		conn_printf(s->conn,
 		            "+OK Pillar POP3 server signing off (%zu messages deleted)\r\n",

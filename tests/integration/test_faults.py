@@ -191,6 +191,7 @@ ERRNO_FAULTS = [
     ("fsync:EIO", 1),              # the spool file
     ("fsync:EIO:after=2", 1),      # new/ after the rename: the entry is taken back
     ("fsync:ENOSPC:after=5", 1),
+    ("fsync:EDQUOT:after=3", 1),   # a later message's spool file (NFS reports quota here)
     ("link:ENOSPC", 1),            # spool -> tmp/
     ("link:EDQUOT:after=2", 1),
     ("link:EXDEV:times=100", 0),   # another file system: copied instead
@@ -326,16 +327,23 @@ DELETED = [2, 3, 5, 8, 9, 12]  # message numbers the session DELEs
 @pytest.mark.parametrize("spec", ["unlink:kill", "unlink:kill-after", "unlink:kill:after=3",
                                   "unlink:kill-after:after=3", "unlink:kill:after=6",
                                   "unlink:kill-after:after=6", "fsync:kill", "fsync:kill-after",
-                                  "unlink:EIO:after=4"])
+                                  "fsync:kill:after=2", "fsync:kill-after:after=2",
+                                  "unlink:EIO:after=4", "fsync:EIO", "fsync:EIO:after=2",
+                                  "fsync:EDQUOT:after=2"])
 def test_fault_during_pop3_update(make_pillar, shim, spec):
     # Only DELE'd messages may be missing afterwards, whatever happens at
-    # which unlink; a failed unlink is reported as -ERR [SYS/TEMP].
+    # which unlink or at which of the two directory fsyncs (new/ first, then
+    # cur/: half the messages are in each); a failed unlink or fsync is
+    # reported as -ERR [SYS/TEMP].
     p, mark = faulty(make_pillar, shim, spec, workers=2)
-    msgs = []
+    by_uid, sub = {}, {}
     for i in range(1, UPDATE_MESSAGES + 1):
         data = f"Subject: update {i}\n\nbody {i}\n".encode()
-        msgs.append((p.deliver(USER, data), data))
+        where = "cur" if i % 2 == 0 else "new"
+        u = p.deliver(USER, data, subdir=where)
+        by_uid[u], sub[u] = data, where
     with p.session(USER, PASSWORD) as c:
+        numbers = dict(c.uidls())
         for n in DELETED:
             c.ok(f"DELE {n}")
         try:
@@ -347,16 +355,19 @@ def test_fault_during_pop3_update(make_pillar, shim, spec):
         assert reply is None, f"QUIT answered by a killed worker: {reply}"
     else:
         assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
-    deleted = {msgs[n - 1][0] for n in DELETED}
-    kept = {u for u, _ in msgs} - deleted
+        if spec.startswith("fsync:"):  # not "0 of 6 could not be removed"
+            assert b"6 deleted messages were removed, but" in reply, reply
+    deleted = {numbers[n] for n in DELETED}
+    assert {sub[u] for u in deleted} == {"new", "cur"}, "both directories fsynced"
+    kept = set(by_uid) - deleted
     on_disk = set(p.uniques_on_disk(USER))
     assert kept <= on_disk, f"not DELE'd but gone: {sorted(kept - on_disk)}"
     assert on_disk <= kept | deleted
-    if spec == "fsync:kill-after":
+    if spec.startswith("fsync:"):
+        # The fsyncs come after every unlink.
         assert on_disk == kept
     # The mailbox is free again (the lock died with the worker) and every
     # remaining message is intact.
-    by_uid = dict(msgs)
     with p.wait_unlocked(USER, PASSWORD) as c:
         uidls = c.uidls()
         assert sorted(u for _, u in uidls) == sorted(on_disk)
