@@ -318,6 +318,74 @@ def test_sigkill_at_each_step_of_a_delivery(make_pillar, shim, spec, stored):
     still_serving(p, {mid: msg}, set(seen))
 
 
+# Under LMTP with two recipients, the second recipient's own steps too:
+# each recipient gets a link into its tmp/, a rename into its new/ and an
+# fsync of that new/; the spool file is removed at the end.
+LMTP_KILL_POINTS = ["write:kill", "fsync:kill", "link:kill", "rename:kill-after",
+                    "link:kill:after=2", "link:kill-after:after=2", "rename:kill:after=2",
+                    "rename:kill-after:after=2", "fsync:kill:after=3",
+                    "fsync:kill-after:after=3", "unlink:kill", "unlink:kill-after"]
+
+
+@pytest.mark.parametrize("spec", LMTP_KILL_POINTS)
+def test_sigkill_at_each_step_of_an_lmtp_delivery_to_two_recipients(make_pillar, shim, spec):
+    # A recipient whose 250 arrived before the worker died has the
+    # message; any other may have it (a duplicate after the retry is the
+    # lesser harm), whole, or not at all.
+    p, mark = faulty(make_pillar, shim, spec, workers=2)
+    workers = p.workers()
+    mid, msg = make_message("lkill", 1, 150_000)
+    replies = []
+    c = p.lmtp()
+    try:
+        c.ehlo(verb="LHLO")
+        c.expect(f"MAIL FROM:<{SENDER}>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.expect(f"RCPT TO:<{BOB}>", 250)
+        c.expect("DATA", 354)
+        c.send(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        try:
+            for _ in range(3):  # a third reply would be a bug
+                replies.append(c.reply(timeout=30))
+        except (Closed, OSError):
+            pass
+    finally:
+        c.close()
+    assert mark.exists(), "the fault never fired"
+    assert len(replies) <= 2 and all(r.code == 250 for r in replies), replies
+    wait_for(lambda: len(set(workers) - set(p.workers())) == 1, 10,
+             f"exactly one of the workers {workers} to be gone")
+    acked = [a for a, r in zip((USER, BOB), replies) if r.code == 250]
+    for address in (USER, BOB):
+        reconcile(p, {mid: msg}, {mid} if address in acked else set(), address)
+    still_serving(p, {mid: msg}, set(reconcile(p, {mid: msg}, set())))
+
+
+DELIVER_KILL_POINTS = KILL_POINTS + [("unlink:kill", True), ("unlink:kill-after", True)]
+
+
+@pytest.mark.parametrize("spec,stored", DELIVER_KILL_POINTS,
+                         ids=[k for k, _ in DELIVER_KILL_POINTS])
+def test_sigkill_at_each_step_of_pillar_deliver(make_pillar, shim, spec, stored):
+    # An MTA that ran `pillar deliver` sees it killed (no exit status 0)
+    # and tries again later.
+    p = make_pillar(start=False)
+    p.add_user(USER, PASSWORD)
+    p.ensure_maildir(USER)
+    mark, env = fault_env(p, shim, spec)
+    mid, msg = make_message("dkill", 1, 150_000)
+    r = p.cli("deliver", "-f", SENDER, USER, input=lf(msg), check=False,
+              env={**os.environ, **env})
+    assert mark.exists(), f"the fault never fired: {r.stderr_text}"
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr_text)
+    seen = reconcile(p, {mid: msg}, set())
+    assert bool(seen) == stored, f"{spec}: message in new/ is {bool(seen)}, want {stored}"
+    if not seen:  # the MTA's retry
+        r = p.cli("deliver", "-f", SENDER, USER, input=lf(msg), check=False)
+        assert r.returncode == 0, r.stderr_text
+        reconcile(p, {mid: msg}, {mid})
+
+
 # -- POP3 UPDATE --------------------------------------------------------------------
 
 UPDATE_MESSAGES = 12
