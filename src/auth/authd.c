@@ -30,6 +30,7 @@
 #include "core/pool.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "server/sandbox.h"
 
 /* Requests read per readiness event, so one busy worker cannot keep the
  * loop from the others. */
@@ -763,6 +764,8 @@ int authd_main(const struct authd_params *p)
 	evsignal_add(sig_int, NULL);
 	evsignal_add(sig_usr1, NULL);
 	ap.d = authd_new(ap.base, pool, p);
+	if (sandbox_enter(SANDBOX_MAIL, &error) < 0)
+		fatal("auth process: %s", error);
 
 	event_base_dispatch(ap.base);
 

@@ -1,4 +1,5 @@
-/* The login workers' system-call allow-list (seccomp, via libseccomp).
+/* System-call allow-lists (seccomp, via libseccomp) for every process
+ * that serves clients.
  *
  * A login worker talks to clients that have not logged in, so it is the
  * process most worth containing. After its chroot and its drop to
@@ -9,15 +10,26 @@
  * kill: a library that probes for a file (a time zone, a configuration)
  * should see "not there", as it would in the empty chroot anyway.
  *
- * The list applies on x86-64 and the other architectures libseccomp knows;
- * a name the running architecture lacks is skipped. Sanitizer builds do not
- * install it: their runtimes use calls of their own (reading /proc, extra
- * signal stacks) at unpredictable moments. */
+ * Mail workers and the auth process (as run_as) also work with files: the
+ * Maildirs, the directory (SQLite, or PostgreSQL over the network), and
+ * listening sockets. Their list adds those calls and nothing that changes
+ * who the process is or what it runs: no exec, no ptrace, no mount, no
+ * set*id, no new namespaces. A call outside it fails with EPERM instead of
+ * killing the process, which holds the sessions of many users: a library
+ * path the list missed then shows as an error where it happened, and the
+ * process goes on.
+ *
+ * The filter covers every thread of the process (the pool's threads exist
+ * by then). The lists apply on x86-64 and the other architectures
+ * libseccomp knows; a name the running architecture lacks is skipped.
+ * Sanitizer builds do not install them: their runtimes use calls of their
+ * own (reading /proc, extra signal stacks) at unpredictable moments. */
 #include "server/sandbox.h"
 
 #include <errno.h>
 #include <seccomp.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +44,9 @@
 #endif
 
 #ifdef SANDBOX_UNDER_SANITIZER
-int sandbox_login_worker(const char **error_r)
+int sandbox_enter(enum sandbox_kind kind, const char **error_r)
 {
+	(void)kind;
 	(void)error_r;
 	return 0;
 }
@@ -62,27 +75,58 @@ static const char *const allowed[] = {
     "restart_syscall", "exit", "exit_group", "getpid", "gettid", "getppid", "tgkill", "getuid",
     "geteuid", "getgid", "getegid", "prctl", "uname", "getrlimit", "prlimit64"};
 
-/* Answered EACCES rather than fatal. */
+/* Mail workers and the auth process: also these. */
+static const char *const allowed_files[] = {
+    /* files and directories */
+    "open", "openat", "creat", "close_range", "stat", "lstat", "statx", "statfs", "fstatfs",
+    "access", "faccessat", "faccessat2", "getdents", "getdents64", "pread64", "pwrite64", "preadv",
+    "pwritev", "readlink", "readlinkat", "unlink", "unlinkat", "rename", "renameat", "renameat2",
+    "link", "linkat", "mkdir", "mkdirat", "rmdir", "fsync", "fdatasync", "sync_file_range", "flock",
+    "ftruncate", "truncate", "fallocate", "fchmod", "fchmodat", "chmod", "fchown", "fchownat",
+    "umask", "utimensat", "getcwd", "chdir", "fchdir", "fadvise64", "copy_file_range", "sendfile",
+    "msync", "mincore",
+    /* listening sockets (LMTP, SMTP, the auth socket) */
+    "bind", "listen",
+    /* the pool's background thread at a low priority; resource use */
+    "setpriority", "getpriority", "getrusage", "times", "sysinfo", "getresuid", "getresgid",
+    "getgroups"};
+
+/* Login workers: answered EACCES rather than fatal. */
 static const char *const refused[] = {"open",  "openat",   "openat2",   "stat",
                                       "lstat", "access",   "faccessat", "faccessat2",
                                       "statx", "readlink", "readlinkat"};
 
-int sandbox_login_worker(const char **error_r)
+static int add_rules(scmp_filter_ctx ctx, const char *const *names, size_t n, uint32_t action)
+{
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		int nr = seccomp_syscall_resolve_name(names[i]);
+		if (nr != __NR_SCMP_ERROR)
+			r = seccomp_rule_add(ctx, action, nr, 0);
+	}
+	return r;
+}
+
+#define ADD_RULES(ctx, names, action)                                                              \
+	add_rules(ctx, names, sizeof(names) / sizeof(names[0]), action)
+
+int sandbox_enter(enum sandbox_kind kind, const char **error_r)
 {
 	static char errbuf[96];
-	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+	bool login = kind == SANDBOX_LOGIN;
+	scmp_filter_ctx ctx = seccomp_init(login ? SCMP_ACT_KILL_PROCESS : SCMP_ACT_ERRNO(EPERM));
 	int r = ctx == NULL ? -ENOMEM : 0;
 
-	for (size_t i = 0; r == 0 && i < sizeof(allowed) / sizeof(allowed[0]); i++) {
-		int nr = seccomp_syscall_resolve_name(allowed[i]);
-		if (nr != __NR_SCMP_ERROR)
-			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-	}
-	for (size_t i = 0; r == 0 && i < sizeof(refused) / sizeof(refused[0]); i++) {
-		int nr = seccomp_syscall_resolve_name(refused[i]);
-		if (nr != __NR_SCMP_ERROR)
-			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 0);
-	}
+	/* Every thread, not only the caller. */
+	if (r == 0)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+	if (r == 0)
+		r = ADD_RULES(ctx, allowed, SCMP_ACT_ALLOW);
+	if (r == 0 && login)
+		r = ADD_RULES(ctx, refused, SCMP_ACT_ERRNO(EACCES));
+	if (r == 0 && !login)
+		r = ADD_RULES(ctx, allowed_files, SCMP_ACT_ALLOW);
 	if (r == 0)
 		r = seccomp_load(ctx);
 	if (ctx != NULL)

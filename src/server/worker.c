@@ -283,10 +283,12 @@ int worker_main(const struct worker_params *p)
 	if (ctl_bev == NULL)
 		close(p->ctl);
 
-	/* Everything a login worker opens is open by now. */
+	/* Every listening socket is open by now, and all a login worker
+	 * ever opens. */
 	const char *error;
-	if (p->role == ROLE_LOGIN && sandbox_login_worker(&error) < 0)
-		fatal("login worker %u: %s", p->index, error);
+	if (sandbox_enter(p->role == ROLE_LOGIN ? SANDBOX_LOGIN : SANDBOX_MAIL, &error) < 0)
+		fatal("%s worker %u: %s", p->role == ROLE_LOGIN ? "login" : "mail", p->index,
+		      error);
 
 	event_base_dispatch(w.env.base);
 

@@ -30,7 +30,7 @@ def ids(pid):
 
 @pytest.fixture
 def box(make_pillar):
-    p = make_pillar(pop3s=True)
+    p = make_pillar(pop3s=True, lmtp=True)
     p.add_user(USER, PASSWORD)
     for i in range(3):
         p.deliver(USER, f"Subject: m{i}\n\nbody {i}\n".encode())
@@ -183,9 +183,16 @@ def test_refuses_a_jail_that_is_not_empty(make_pillar):
     assert "must be an empty directory" in r.stderr, r.stderr
 
 
-def test_login_workers_run_under_a_syscall_allow_list(box):
-    """Seccomp filter mode (2) in every login worker, still alive after a
-    login, a failed login and a TLS session have gone through them. (A
+def seccomp_modes(pid):
+    """Seccomp mode of every thread of pid: {"2"} under a filter."""
+    return {status_of(f"{pid}/task/{tid}")["Seccomp"].strip()
+            for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_every_serving_process_runs_under_a_syscall_allow_list(box):
+    """Seccomp filter mode (2) in every thread of every login worker, mail
+    worker and auth process, all still alive after a login, a failed
+    login, a TLS session and an LMTP delivery have gone through them. (A
     sanitizer build leaves the filter out: its runtime makes calls of its
     own.)"""
     with box.conn() as c:
@@ -194,9 +201,23 @@ def test_login_workers_run_under_a_syscall_allow_list(box):
     with box.pop3s() as c:
         c.login(USER, PASSWORD)
         c.ok("QUIT")
-    login = box.workers("login")
-    for pid in login:
-        with open(f"/proc/{pid}/maps") as f:
-            sanitized = "libasan" in f.read()
-        assert status_of(pid)["Seccomp"].strip() == ("0" if sanitized else "2"), pid
-    assert box.workers("login") == login, "a login worker died"
+    with box.lmtp() as c:
+        c.ehlo(verb="LHLO")
+        c.expect("MAIL FROM:<sender@example.org>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: under seccomp\r\n\r\nbody\r\n", 250)
+    with box.session(USER, PASSWORD) as c:
+        assert c.stat()[0] == 4
+        c.ok("DELE 4")
+        c.ok("QUIT")
+    procs = {"login": box.workers("login"), "mail": box.workers("mail"),
+             "auth": box.auth_processes()}
+    assert all(procs.values()), procs
+    for role, pids in procs.items():
+        for pid in pids:
+            with open(f"/proc/{pid}/maps") as f:
+                sanitized = "libasan" in f.read()
+            assert seccomp_modes(pid) == {"0" if sanitized else "2"}, (role, pid)
+    after = {"login": box.workers("login"), "mail": box.workers("mail"),
+             "auth": box.auth_processes()}
+    assert after == procs, "a process died"
