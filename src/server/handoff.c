@@ -452,6 +452,13 @@ static bool receive_one(struct worker *w, int sock)
 		}
 	}
 	struct handoff_wire rec;
+	if (fd < 0 && (mh.msg_flags & MSG_CTRUNC)) {
+		/* The kernel had no descriptor for it in this process: the
+		 * client's connection is gone with it. */
+		log_error("event=handoff-bad reason=descriptor-limit error=\"no descriptor left "
+		          "for a session: raise the limit on open files (ulimit -n)\"");
+		return true;
+	}
 	if (fd < 0 || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(rec)) {
 		log_error("event=handoff-bad reason=short-record");
 		if (fd >= 0)

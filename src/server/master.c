@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -262,6 +263,26 @@ static void reap(struct master *m)
 		else
 			spawn_worker(m, s);
 	}
+}
+
+/* Every session holds descriptors (its socket, the mailbox's lock file and
+ * directory; a relayed TLS session two more), so the soft limit a shell
+ * or service manager hands down (often 1024) would cap the server long
+ * before memory does. Raise it to the hard limit, which the administrator
+ * sets (LimitNOFILE= in the systemd unit); workers inherit it. */
+static unsigned long long raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			rl.rlim_cur = was;
+	}
+	return (unsigned long long)rl.rlim_cur;
 }
 
 /* Certificates are read here, as root, so key files may stay private. */
@@ -532,8 +553,9 @@ int server_run(struct config *cfg, bool foreground)
 		log_info("listening proto=%s addr=%s",
 		         listener_proto_name(m.listeners.items[i].proto),
 		         m.listeners.items[i].spec);
+	unsigned long long nofile = raise_nofile();
 	spawn_generation(&m);
-	log_info("started pid=%d workers=%u", (int)getpid(), cfg->workers);
+	log_info("started pid=%d workers=%u open-files=%llu", (int)getpid(), cfg->workers, nofile);
 
 	int status = master_loop(&m);
 

@@ -245,11 +245,12 @@ static bool at_path(int dirfd, const char *path, char *out, size_t size)
 	return true;
 }
 
+/* raise(3), a tgkill of this very thread, is what the servers' seccomp
+ * filters let a process send; SIGKILL from it ends the whole process. */
 static void die(void)
 {
-	kill(getpid(), SIGKILL);
 	for (;;)
-		pause();
+		raise(SIGKILL);
 }
 
 /* Whether this call is to fail (or to kill): counts calls under the root.

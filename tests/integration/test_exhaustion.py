@@ -538,3 +538,18 @@ def test_log_flood_is_rate_limited_and_accounted_for(busy):
     assert 2 * FLOOD <= logged + suppressed <= 2 * FLOOD + 4 * (1 + FAILED_LOGINS), \
         (logged, suppressed)
     assert len(auth) == FAILED_LOGINS, auth
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit(make_pillar):
+    # A service manager or shell hands down a low soft limit (1024 is
+    # common); each session needs several descriptors, so the server
+    # raises it to the hard limit the administrator set, in every process.
+    p = make_pillar(start=False)
+    p.rlimits[resource.RLIMIT_NOFILE] = (256, 2048)
+    p.start()
+    assert re.search(rf"started pid={p.proc.pid} workers=\d+ open-files=2048\b", p.log()), \
+        p.log()[-1000:]
+    for pid in [p.proc.pid] + p.workers() + p.auth_processes():
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(l for l in f if l.startswith("Max open files"))
+        assert line.split()[3:5] == ["2048", "2048"], (pid, line)
