@@ -282,9 +282,10 @@ fuzz: fuzz-build
 # processes that dropped to run_as must merge into them too, and their
 # "cannot write profile" line on stderr would fail the CLI tests. Processes
 # that end with _exit write their profile too: the build wraps _exit
-# (tests/coverage/exit_hook.c). Those killed by a signal (the SIGKILL
-# tests) write none, nor do the POP3 login workers: chrooted and under
-# seccomp, they cannot open the profile. Exits non-zero if a test failed.
+# (tests/coverage/exit_hook.c), and so do the POP3 login workers, which end
+# chrooted: they open a profile of their own (jailed.profraw) before the
+# chroot. Those killed by a signal (the SIGKILL tests) write none. Exits
+# non-zero if a test failed.
 COV_BUILD     := build/cov
 COV_FLAGS     := -O0 -g -fprofile-instr-generate -fcoverage-mapping
 COV_UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(COV_BUILD)/tests/%)
@@ -297,7 +298,8 @@ $(COV_BUILD)/coverage/exit_hook.o: tests/coverage/exit_hook.c
 .PHONY: coverage
 coverage: fuzz-deps test-deps
 	$(MAKE) --no-print-directory BUILD=$(COV_BUILD) CC=$(FUZZ_CC) SANITIZE=0 \
-		CFLAGS="$(COV_FLAGS)" LDFLAGS="-fprofile-instr-generate -Wl,--wrap=_exit" \
+		CFLAGS="$(COV_FLAGS)" \
+		LDFLAGS="-fprofile-instr-generate -Wl,--wrap=_exit,--wrap=chroot,--wrap=seccomp_load" \
 		LINK_EXTRA=$(COV_BUILD)/coverage/exit_hook.o \
 		WARN="$(filter-out -Werror,$(WARN))" $(COV_BUILD)/pillar $(COV_UNIT_BINS)
 	@rm -rf $(COV_BUILD)/prof $(COV_BUILD)/html; mkdir -p $(COV_BUILD)/prof; \
@@ -307,7 +309,9 @@ coverage: fuzz-deps test-deps
 	for f in $(COV_BUILD)/prof/*_*.profraw; do \
 	  for i in 0 1 2 3 4 5 6 7; do touch $${f%_*}_$$i.profraw; done; \
 	done; \
+	touch $(COV_BUILD)/prof/jailed.profraw; \
 	chmod 0666 $(COV_BUILD)/prof/*.profraw; \
+	export PILLAR_COVERAGE_JAILED=$(CURDIR)/$(COV_BUILD)/prof/jailed.profraw; \
 	echo "== unit tests"; \
 	for t in $(COV_UNIT_BINS); do $$t >/dev/null 2>&1 || { echo "FAILED: $$t"; status=1; }; done; \
 	echo "== integration tests"; \
