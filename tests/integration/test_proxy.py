@@ -288,6 +288,52 @@ def test_connection_limit_counts_the_proxied_address(proxied):
     assert "event=refused reason=max-connections-per-ip proto=pop3 rip=192.0.2.50" in p.log()
 
 
+def test_trusted_proxy_that_sends_no_header_is_cut_off_after_10_s(proxied):
+    """A connection from a trusted proxy gets 10 s for its header; one that
+    sends nothing (or part of one) is closed (reset) unanswered then."""
+    p = proxied()
+    silent = connect(p.port)
+    partial = connect(p.port)
+    partial.sendall(b"PROXY TCP4 192.0.2.1 ")
+    t0 = time.monotonic()
+    for s in (silent, partial):
+        s.settimeout(20)
+        try:
+            assert s.recv(100) == b"", "something was answered"
+        except ConnectionResetError:  # closed with a reset: as good
+            pass
+    waited = time.monotonic() - t0
+    assert 9 <= waited < 15, waited
+    assert p.log().count('reason=proxy-header proto=pop3 proxy=127.0.0.5 error="no header in '
+                         'time"') == 2, p.log()[-1500:]
+    for s in (silent, partial):
+        s.close()
+
+
+def test_login_penalty_counts_the_proxied_address(make_pillar):
+    """Failed logins slow down the client that made them, as the PROXY
+    header names it, not every client behind the same proxy."""
+    p = make_pillar(trusted_proxies=PROXY, auth_failure_delay="300ms", login_timeout="20s")
+    p.add_user(USER, PASSWORD)
+
+    def failure(client):
+        with pop3_via(p, v1(client)) as c:
+            c.ok(f"USER {USER}")
+            t0 = time.monotonic()
+            reply = c.cmd("PASS wrong")
+            assert reply.startswith(b"-ERR [AUTH]"), reply
+            return time.monotonic() - t0
+
+    # Loopback client addresses, so USER/PASS needs no TLS.
+    delays = [failure("127.0.0.80") for _ in range(3)]
+    assert delays[2] >= 1.2 * 0.9, delays  # 0.3, 0.6, 1.2 s
+    other = failure("127.0.0.81")
+    assert other < delays[2] / 2, (other, delays)
+    with pop3_via(p, v1("127.0.0.81")) as c:
+        c.login(USER, PASSWORD)
+        c.ok("QUIT")
+
+
 def test_header_from_an_untrusted_address_is_only_input(proxied):
     # 127.0.0.6 is not a trusted proxy: its header is a bad command, and
     # the address stays the connection's own.
