@@ -122,8 +122,9 @@ static void collect_address(void *ctx, const struct dir_user *user)
 /* --force: delete the domain's mailboxes first, one by one as `user del`
  * does (each undone by itself if it fails). Every mailbox is checked for an
  * open POP3 session (with a PostgreSQL directory, on any server sharing it)
- * before any is touched, so that without --kick a busy mailbox refuses the
- * whole command instead of stopping it half-way.
+ * before any is touched, so that a busy mailbox refuses the whole command
+ * instead of stopping it half-way: any, without --kick; with it, one open
+ * on another server (--kick ends only this server's sessions).
  * Returns 0 or an exit status after printing why. */
 static int delete_mailboxes(struct dir *dir, const struct config *cfg, const char *domain,
                             const struct del_opts *o, struct cli_kicker *kicker)
@@ -136,9 +137,11 @@ static int delete_mailboxes(struct dir *dir, const struct config *cfg, const cha
 		cli_err("%s", err);
 		return 1;
 	}
-	for (size_t i = 0; i < users.count && !o->kick; i++) {
+	for (size_t i = 0; i < users.count; i++) {
 		int r = cli_mailbox_in_use(cfg, users.items[i]);
 
+		if (r == 1 && o->kick)
+			continue; /* kicked when its turn comes */
 		if (r == 1)
 			cli_err("cannot delete domain %s: a POP3 session has %s open (end it "
 			        "with 'pillar kick %s', or add --kick)",

@@ -592,6 +592,13 @@ def test_domain_del_force_refuses_while_a_session_on_another_server_has_a_mailbo
         assert user_addresses(a) == sorted([USER, BOB])
         assert a.maildir(USER).is_dir() and a.maildir(BOB).is_dir()
         assert DOMAIN in a.cli("domain", "list").stdout_text
+        # --kick ends sessions on this server only: refused all the same,
+        # before USER's mailbox is touched.
+        r = a.cli("domain", "del", DOMAIN, "--force", "--kick", check=False)
+        assert r.returncode == EX_TEMPFAIL, (r.returncode, r.stdout_text, r.stderr_text)
+        assert BOB in r.stderr_text and "another server" in r.stderr_text, r.stderr_text
+        assert user_addresses(a) == sorted([USER, BOB])
+        assert a.maildir(USER).is_dir()
         r = a.cli("user", "del", BOB, check=False)
         assert_refused(r, BOB, "delete")
         assert user_addresses(a) == sorted([USER, BOB])
