@@ -45,7 +45,7 @@ def test_roles_and_counts(box):
 
 
 @needs_root
-def test_login_workers_are_jailed_as_login_as(box):
+def test_each_process_runs_as_its_account_in_its_root(box):
     login = pwd.getpwnam(box.conf_value("login_as") or "pillar-login")
     run_as = pwd.getpwnam(box.conf_value("run_as") or "pillar")
     assert login.pw_uid != run_as.pw_uid
@@ -67,6 +67,17 @@ def test_login_workers_are_jailed_as_login_as(box):
         assert gids == [str(run_as.pw_gid)] * 4, (pid, gids)
         assert os.readlink(f"/proc/{pid}/root") == "/"
         assert status_of(pid)["NoNewPrivs"].strip() == "1"
+    # The auth process: run_as as well, not chrooted (it opens the
+    # directory); the master stays root to bind, fork and restart.
+    for pid in box.auth_processes():
+        uids, gids, _ = ids(pid)
+        assert uids == [str(run_as.pw_uid)] * 4, (pid, uids)
+        assert gids == [str(run_as.pw_gid)] * 4, (pid, gids)
+        assert os.readlink(f"/proc/{pid}/root") == "/"
+        assert status_of(pid)["NoNewPrivs"].strip() == "1"
+    uids, gids, _ = ids(box.proc.pid)
+    assert uids == ["0"] * 4 and gids == ["0"] * 4, (uids, gids)
+    assert os.readlink(f"/proc/{box.proc.pid}/root") == "/"
 
 
 @needs_root
