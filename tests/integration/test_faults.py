@@ -248,18 +248,25 @@ def test_failing_call_fails_only_its_lmtp_recipient(make_pillar, shim, spec):
     still_serving(p, {mid: msg}, {mid})
 
 
-@pytest.mark.parametrize("spec", ["write:ENOSPC", "fsync:EIO", "rename:EDQUOT",
-                                  "link:EIO", "fsync:EIO:after=2"])
-def test_failing_call_in_pillar_deliver_exits_75(make_pillar, shim, spec):
-    # sysexits.h EX_TEMPFAIL: the MTA that called us keeps the message.
+def deliver_with_fault(make_pillar, shim, spec, tag):
+    """`pillar deliver` of a new message to alice with the fault armed;
+    returns (pillar, message id, message, the command's result)."""
     p = make_pillar(start=False)
     p.add_user(USER, PASSWORD)
     p.ensure_maildir(USER)
     mark, env = fault_env(p, shim, spec)
-    mid, msg = make_message("deliver", 1, 100_000)
+    mid, msg = make_message(tag, 1, 150_000)
     r = p.cli("deliver", "-f", SENDER, USER, input=lf(msg), check=False,
               env={**os.environ, **env})
     assert mark.exists(), f"the fault never fired: {r.stderr_text}"
+    return p, mid, msg, r
+
+
+@pytest.mark.parametrize("spec", ["write:ENOSPC", "fsync:EIO", "rename:EDQUOT",
+                                  "link:EIO", "fsync:EIO:after=2"])
+def test_failing_call_in_pillar_deliver_exits_75(make_pillar, shim, spec):
+    # sysexits.h EX_TEMPFAIL: the MTA that called us keeps the message.
+    p, mid, msg, r = deliver_with_fault(make_pillar, shim, spec, "deliver")
     assert r.returncode == 75, (r.returncode, r.stderr_text)
     assert r.stderr_text.strip()
     assert p.stored(USER) == {}
@@ -369,14 +376,7 @@ DELIVER_KILL_POINTS = KILL_POINTS + [("unlink:kill", True), ("unlink:kill-after"
 def test_sigkill_at_each_step_of_pillar_deliver(make_pillar, shim, spec, stored):
     # An MTA that ran `pillar deliver` sees it killed (no exit status 0)
     # and tries again later.
-    p = make_pillar(start=False)
-    p.add_user(USER, PASSWORD)
-    p.ensure_maildir(USER)
-    mark, env = fault_env(p, shim, spec)
-    mid, msg = make_message("dkill", 1, 150_000)
-    r = p.cli("deliver", "-f", SENDER, USER, input=lf(msg), check=False,
-              env={**os.environ, **env})
-    assert mark.exists(), f"the fault never fired: {r.stderr_text}"
+    p, mid, msg, r = deliver_with_fault(make_pillar, shim, spec, "dkill")
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr_text)
     seen = reconcile(p, {mid: msg}, set())
     assert bool(seen) == stored, f"{spec}: message in new/ is {bool(seen)}, want {stored}"

@@ -427,15 +427,20 @@ class ForeignLock:
                  f"the session lock of {self.address} to go")
 
 
+def session_on_messages(make_pillar, db, n):
+    """A server on db with n messages for alice, and a session on them."""
+    a = pg_pillar(make_pillar, db, hostname="a.test")
+    a.add_user(USER, PASSWORD)
+    for i in range(n):
+        a.deliver(USER, message(i))
+    return a, a.session(USER, PASSWORD)
+
+
 def test_open_session_takes_its_lock_again_after_a_postgresql_restart(make_pillar, cluster, db):
     """A restart of PostgreSQL ends the connection holding the session
     locks; the server takes them again as soon as PostgreSQL is back,
     without waiting for a command, and the session goes on."""
-    a = pg_pillar(make_pillar, db, hostname="a.test")
-    a.add_user(USER, PASSWORD)
-    for i in range(2):
-        a.deliver(USER, message(i))
-    c = a.session(USER, PASSWORD)
+    a, c = session_on_messages(make_pillar, db, 2)
     c.ok("DELE 1")
     assert lock_holders(cluster, db, USER) == 1
     cluster.restart()
@@ -460,11 +465,7 @@ def test_session_whose_lock_another_server_took_ends_without_changes(
     touch the mailbox any more: its next command (QUIT too) gets -ERR
     [SYS/TEMP], nothing is deleted. The server is stopped (SIGSTOP) across
     the restart so that the other side surely wins."""
-    a = pg_pillar(make_pillar, db, hostname="a.test")
-    a.add_user(USER, PASSWORD)
-    for i in range(3):
-        a.deliver(USER, message(i))
-    c = a.session(USER, PASSWORD)
+    a, c = session_on_messages(make_pillar, db, 3)
     c.ok("DELE 1")
     c.ok("DELE 2")
     os.killpg(a.proc.pid, signal.SIGSTOP)

@@ -45,18 +45,13 @@ def fresh_delivery(p):
     """A well-behaved client still gets its message delivered, over SMTP
     and over LMTP."""
     before = len(p.stored(USER))
-    with p.smtp() as c:
-        c.ehlo()
-        c.expect(f"MAIL FROM:<{SENDER}>", 250)
-        c.expect(f"RCPT TO:<{USER}>", 250)
-        c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
-        c.expect("QUIT", 221)
-    with p.lmtp() as c:
-        c.ehlo(verb="LHLO")
-        c.expect(f"MAIL FROM:<{SENDER}>", 250)
-        c.expect(f"RCPT TO:<{USER}>", 250)
-        c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
-        c.expect("QUIT", 221)
+    for c, hello in ((p.smtp(), "EHLO"), (p.lmtp(), "LHLO")):
+        with c:
+            c.ehlo(verb=hello)
+            c.expect(f"MAIL FROM:<{SENDER}>", 250)
+            c.expect(f"RCPT TO:<{USER}>", 250)
+            c.data(b"Subject: fresh\r\n\r\nfresh\r\n", 250)
+            c.expect("QUIT", 221)
     assert len(p.stored(USER)) == before + 2
 
 
