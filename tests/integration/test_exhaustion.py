@@ -366,8 +366,9 @@ def test_retr_of_50mb_to_a_client_that_never_reads(busy):
     # The server stops producing output at the connection's 256 KiB
     # high-water mark: its memory does not grow by anything like the size
     # of the message, and other clients are served while it waits.
-    # (pop3_idle_timeout, at least 10 minutes by RFC 1939, would end the
-    # session eventually; that is not waited for here.)
+    # (pop3_idle_timeout, at least 10 minutes by RFC 1939, ends such a
+    # session; not waited for here: tests/unit/test_conn.c shows that
+    # limit ending a connection whose output nobody reads.)
     p = busy()
     p.add_user(BOB, BOB_PASSWORD)
     p.deliver(BOB, b"Subject: for bob\n\nbob\n")

@@ -1,6 +1,7 @@
-/* Unit tests for the per-line time limit of src/net/conn.c
- * (conn_set_line_timeout): a real connection over a socketpair in a real
- * event loop, fed by a timer that writes the peer's bytes at a set pace. */
+/* Unit tests for the time limits of src/net/conn.c (conn_set_line_timeout,
+ * and conn_set_idle_timeout for output nobody reads): a real connection
+ * over a socketpair in a real event loop, fed by a timer that writes the
+ * peer's bytes at a set pace. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,6 +133,8 @@ static void start(struct fixture *f, const char *script, bool loop_script, size_
 	memset(f, 0, sizeof(*f));
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	f->peer = sv[1];
+	/* As the server's own sockets are (accept4 with SOCK_NONBLOCK). */
+	assert_int_equal(evutil_make_socket_nonblocking(sv[0]), 0);
 	f->base = event_base_new();
 	assert_non_null(f->base);
 	f->conn = conn_new(f->base, sv[0], (struct sockaddr *)&peer, sizeof(peer));
@@ -266,6 +269,33 @@ static void test_lines_waiting_for_the_protocol_are_not_timed(void **state)
 	finish(&f);
 }
 
+/* A peer that keeps talking but never reads what it is sent (a POP3 client
+ * that asked for a large RETR): once the output stalls, the idle time limit
+ * ends the connection all the same, whatever the peer sends meanwhile (the
+ * connection reads no commands while that much output waits).
+ * (pop3_idle_timeout is this limit for POP3, 10 minutes at least.) */
+#define IDLE_LIMIT_MS 600
+static void test_output_nobody_reads_times_out(void **state)
+{
+	(void)state;
+	struct fixture f;
+	static char chunk[64 * 1024];
+
+	start(&f, "x\r\n", true, 512);
+	conn_set_idle_timeout(f.conn, IDLE_LIMIT_MS);
+	memset(chunk, 'y', sizeof(chunk));
+	for (int i = 0; i < 64; i++) /* 4 MiB, far more than the socket holds */
+		conn_write(f.conn, chunk, sizeof(chunk));
+	uint64_t t0 = now_ms();
+	run_for(&f, IDLE_LIMIT_MS + 2000);
+	assert_false(f.safety_hit);
+	assert_true(f.timed_out);
+	assert_true(f.timeout_ms - t0 >= IDLE_LIMIT_MS);
+	/* What follows is the close, whose flush has a deadline of its own. */
+	assert_true(f.closed || conn_closing(f.conn));
+	finish(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -274,6 +304,7 @@ int main(void)
 	    cmocka_unit_test(test_discarded_line_is_still_timed),
 	    cmocka_unit_test(test_raw_mode_is_not_timed),
 	    cmocka_unit_test(test_lines_waiting_for_the_protocol_are_not_timed),
+	    cmocka_unit_test(test_output_nobody_reads_times_out),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
