@@ -1186,3 +1186,31 @@ def is_root():
 
 def tool(name):
     return shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+
+
+def mpop(p, work, port=None, tls=None, auth="user", keep=True, extra=""):
+    """Run mpop (with -d, its protocol trace) once against instance p:
+    POP3 on port (p.port by default), tls None (plain), "stls" or "pop3s"
+    (trusting p.cert), keeping or deleting what it fetched, extra lines
+    added to its account. Returns its result with .log (stdout and stderr)
+    and .blobs, the messages it delivered this time, sorted; they are then
+    taken out of its Maildir, so the next run shows only what it adds."""
+    conf = work / "mpoprc"
+    maildir = work / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    tls_lines = (f"tls on\ntls_starttls {'on' if tls == 'stls' else 'off'}\n"
+                 f"tls_trust_file {p.cert}\n" if tls else "tls off\n")
+    conf.write_text(f"defaults\n{tls_lines}auth {auth}\nkeep {'on' if keep else 'off'}\n"
+                    f"only_new on\nreceived_header off\nuidls_file {work / 'mpop-uidls'}\n\n"
+                    f"account pillar\nhost 127.0.0.1\nport {port or p.port}\nuser {USER}\n"
+                    f"password {PASSWORD}\ndelivery maildir {maildir}\n{extra}")
+    os.chmod(conf, 0o600)
+    r = subprocess.run([tool("mpop"), "-C", str(conf), "-d", "pillar"], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=120, env=dict(os.environ, HOME=str(work)))
+    r.log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    new = maildir / "new"
+    r.blobs = sorted(f.read_bytes() for f in new.iterdir())
+    for f in new.iterdir():
+        f.unlink()
+    return r

@@ -85,7 +85,6 @@ def box(make_pillar):
 def test_show_and_list_count_the_maildir(box):
     p = box
     p.cli("user", "quota", USER, "--bytes", "2G", "--messages", "50000")
-    data = [simple_message(i) for i in range(1, 4)]
     # one more without S=/W= (as another delivery agent would leave it): stat'ed
     extra = b"Subject: no sizes\n\nbody\n"
     p.deliver(USER, extra, sizes=False, subdir="cur")
@@ -102,7 +101,7 @@ def test_show_and_list_count_the_maildir(box):
     assert js["maildir"] == str(p.maildir(USER)) and js["maildir_error"] is None
 
     out = p.cli("user", "show", USER).stdout_text
-    assert re.search(rf"^messages:\s+4$", out, re.M), out
+    assert re.search(r"^messages:\s+4$", out, re.M), out
     assert re.search(rf"^bytes:\s+{total} ", out, re.M), out
     assert re.search(r"^quota use:\s+\d+ bytes of 2 GB, 4 of 50000 messages$", out, re.M), out
     assert re.search(r"^last login:\s+never$", out, re.M), out

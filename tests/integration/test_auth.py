@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -35,10 +34,10 @@ from harness import (
     IO_TIMEOUT,
     PASSWORD,
     USER,
-    Closed,
     Conn,
     SmtpConn,
     free_ports,
+    mpop,
     simple_message,
     split_trace,
     tool,
@@ -608,48 +607,13 @@ def test_scram_unknown_user_looks_like_a_real_one(box):
 # -- mpop with SASL -----------------------------------------------------------------
 
 
-def mpop(p, work: Path, port, starttls, auth):
-    conf = work / "mpoprc"
-    maildir = work / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    conf.write_text(textwrap.dedent(f"""\
-        defaults
-        tls on
-        tls_starttls {"on" if starttls else "off"}
-        tls_trust_file {p.cert}
-        auth {auth}
-        keep on
-        only_new off
-        received_header off
-        uidls_file {work / "mpop-uidls"}
-
-        account pillar
-        host 127.0.0.1
-        port {port}
-        user {USER}
-        password {PASSWORD}
-        delivery maildir {maildir}
-        """))
-    os.chmod(conf, 0o600)
-    r = subprocess.run(
-        [tool("mpop"), "-C", str(conf), "-d", "pillar"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        env=dict(os.environ, HOME=str(work)),
-    )
-    r.log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    r.blobs = [f.read_bytes() for f in (maildir / "new").iterdir()]
-    return r
-
-
 @needs("mpop")
 @pytest.mark.parametrize("starttls", [True, False], ids=["stls", "pop3s"])
 @pytest.mark.parametrize("auth", ["scram-sha-256", "plain"])
 def test_mpop_sasl(box, tmp_path, starttls, auth):
     p = box
-    r = mpop(p, tmp_path, p.port if starttls else p.pop3s_port, starttls, auth)
+    r = mpop(p, tmp_path, p.port if starttls else p.pop3s_port,
+             "stls" if starttls else "pop3s", auth)
     assert r.returncode == 0, r.log
     assert re.search(rf"^--> AUTH {auth.upper()}\b", r.log, re.M), r.log
     assert len(r.blobs) == 1 and b"Subject: test message 1" in r.blobs[0], r.log

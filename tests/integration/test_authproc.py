@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from harness import (
     BOB_PASSWORD,
     PASSWORD,
     USER,
-    Closed,
     comm_of,
     is_root,
     pid_alive,

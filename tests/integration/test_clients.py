@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import PASSWORD, USER, message_lines, simple_message, tool, vsize
+from harness import PASSWORD, USER, message_lines, mpop, simple_message, tool, vsize
 
 
 def message_ids(blobs):
@@ -154,47 +154,11 @@ def test_fetchmail_keep_uidl_fetches_nothing_twice(mailbox, tmp_path):
 # -- mpop ---------------------------------------------------------------------
 
 
-def mpop(p, work: Path, keep=True):
-    conf = work / "mpoprc"
-    maildir = work / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    conf.write_text(textwrap.dedent(f"""\
-        defaults
-        tls off
-        auth user
-        keep {"on" if keep else "off"}
-        only_new on
-        received_header off
-        uidls_file {work / "mpop-uidls"}
-
-        account pillar
-        host 127.0.0.1
-        port {p.port}
-        user {USER}
-        password {PASSWORD}
-        delivery maildir {maildir}
-        """))
-    os.chmod(conf, 0o600)
-    r = subprocess.run(
-        [tool("mpop"), "-C", str(conf), "pillar"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        env=dict(os.environ, HOME=str(work)),
-    )
-    new = maildir / "new"
-    blobs = [f.read_bytes() for f in sorted(new.iterdir())]
-    for f in new.iterdir():
-        f.unlink()
-    return r, blobs
-
-
 @pytest.mark.skipif(not tool("mpop"), reason="mpop not installed")
 def test_mpop_keep_uidl_fetches_nothing_twice(mailbox, tmp_path):
     p, msgs = mailbox
-    r, blobs = mpop(p, tmp_path)
-    log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    r = mpop(p, tmp_path)
+    log, blobs = r.log, r.blobs
     assert r.returncode == 0, log
     assert message_ids(blobs) == expected_ids([d for _, d in msgs]), log
     # With received_header off, mpop stores the message as RETR sent it,
@@ -205,15 +169,15 @@ def test_mpop_keep_uidl_fetches_nothing_twice(mailbox, tmp_path):
         assert blob.replace(b"\r\n", b"\n").splitlines() == data.splitlines()
     assert p.uniques_on_disk(USER) == sorted(u for u, _ in msgs)
 
-    r, blobs = mpop(p, tmp_path)
-    log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    r = mpop(p, tmp_path)
+    log, blobs = r.log, r.blobs
     assert r.returncode == 0, log
     assert blobs == [], log
 
     new = simple_message(4, body="a new one\n.with a dot line\n")
     p.deliver(USER, new)
-    r, blobs = mpop(p, tmp_path)
-    log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    r = mpop(p, tmp_path)
+    log, blobs = r.log, r.blobs
     assert r.returncode == 0, log
     assert message_ids(blobs) == expected_ids([new]), log
     assert len(p.files(USER)) == 4
@@ -222,8 +186,8 @@ def test_mpop_keep_uidl_fetches_nothing_twice(mailbox, tmp_path):
 @pytest.mark.skipif(not tool("mpop"), reason="mpop not installed")
 def test_mpop_without_keep_deletes_what_it_fetched(mailbox, tmp_path):
     p, msgs = mailbox
-    r, blobs = mpop(p, tmp_path, keep=False)
-    log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    r = mpop(p, tmp_path, keep=False)
+    log, blobs = r.log, r.blobs
     assert r.returncode == 0, log
     assert message_ids(blobs) == expected_ids([d for _, d in msgs]), log
     assert p.files(USER) == []

@@ -9,7 +9,6 @@ import os
 import pwd
 import signal
 import subprocess
-import time
 
 import pytest
 

@@ -5,7 +5,6 @@ aliases) and quotas. Every message the server accepts must be in the
 mailbox exactly once, with Return-Path: and Received: first and the rest
 unchanged; every message it refuses must leave nothing behind."""
 
-import re
 import smtplib
 
 import pytest

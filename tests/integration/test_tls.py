@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import poplib
-import smtplib
 
 import pytest
 
@@ -31,11 +30,10 @@ from harness import (
     IO_TIMEOUT,
     PASSWORD,
     USER,
-    Closed,
     Conn,
-    SmtpConn,
     make_cert,
     message_lines,
+    mpop,
     simple_message,
     split_trace,
     tool,
@@ -286,42 +284,6 @@ def test_curl_ssl_reqd_fails_without_a_certificate(make_pillar):
 # -- mpop -----------------------------------------------------------------------
 
 
-def mpop(p, work: Path, port, starttls, auth="user", extra=""):
-    conf = work / "mpoprc"
-    maildir = work / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    conf.write_text(textwrap.dedent(f"""\
-        defaults
-        tls on
-        tls_starttls {"on" if starttls else "off"}
-        tls_trust_file {p.cert}
-        auth {auth}
-        keep on
-        only_new off
-        received_header off
-        uidls_file {work / "mpop-uidls"}
-
-        account pillar
-        host 127.0.0.1
-        port {port}
-        user {USER}
-        password {PASSWORD}
-        delivery maildir {maildir}
-        """) + extra)
-    os.chmod(conf, 0o600)
-    r = subprocess.run(
-        [tool("mpop"), "-C", str(conf), "-d", "pillar"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        env=dict(os.environ, HOME=str(work)),
-    )
-    r.log = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    blobs = sorted(f.read_bytes() for f in (maildir / "new").iterdir())
-    return r, blobs
-
-
 def subjects(blobs):
     out = []
     for b in blobs:
@@ -336,7 +298,8 @@ def subjects(blobs):
 def test_mpop_tls_auth_user(box, tmp_path, starttls):
     p, msgs = box
     port = p.port if starttls else p.pop3s_port
-    r, blobs = mpop(p, tmp_path, port, starttls)
+    r = mpop(p, tmp_path, port, "stls" if starttls else "pop3s")
+    blobs = r.blobs
     assert r.returncode == 0, r.log
     assert subjects(blobs) == [f"test message {i}" for i in (1, 2, 3)], r.log
     assert bool(re.search(r"^--> STLS\r?$", r.log, re.M)) == starttls, r.log
@@ -349,8 +312,8 @@ def test_mpop_tls_auth_user(box, tmp_path, starttls):
 def test_mpop_refuses_a_certificate_it_does_not_trust(box, tmp_path):
     p, _ = box
     other, _ = make_cert(tmp_path / "other", serial=78)
-    r, blobs = mpop(p, tmp_path, p.pop3s_port, False,
-                    extra=f"tls_trust_file {other}\n")
+    r = mpop(p, tmp_path, p.pop3s_port, "pop3s", extra=f"tls_trust_file {other}\n")
+    blobs = r.blobs
     assert r.returncode != 0, r.log
     assert re.search(r"certificate", r.log, re.I), r.log
     assert not re.search(r"^--> USER", r.log, re.M), r.log  # no password sent
@@ -554,10 +517,19 @@ def test_quit_after_stls_is_answered_and_ends_with_close_notify(box):
         c.close()
 
 
-def test_quit_before_login_after_stls_is_answered(box):
+def tls_conn(p, how):
+    """A connection under TLS, by STLS or on the POP3S port, whose close
+    must come with a close_notify (strict_context)."""
+    return (p.stls if how == "stls" else p.pop3s)(context=strict_context(p))
+
+
+@pytest.mark.parametrize("how,login", [("stls", False), ("pop3s", True)])
+def test_quit_under_tls_is_answered_then_close_notify(box, how, login):
     p, _ = box
-    c = p.stls(context=strict_context(p))
+    c = tls_conn(p, how)
     try:
+        if login:
+            c.login(USER, PASSWORD)
         c.send("QUIT\r\n")
         rest = read_to_eof_strict(c)
         assert rest.startswith(b"+OK") and rest.count(b"\r\n") == 1, rest
@@ -565,35 +537,10 @@ def test_quit_before_login_after_stls_is_answered(box):
         c.close()
 
 
-def test_pipelined_login_after_stls_gets_every_reply(box):
+@pytest.mark.parametrize("how", ["stls", "pop3s"])
+def test_pipelined_login_under_tls_gets_every_reply_and_close_notify(box, how):
     p, msgs = box
-    c = p.stls(context=strict_context(p))
-    try:
-        c.send(f"USER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\nQUIT\r\n")
-        replies = read_to_eof_strict(c).split(b"\r\n")
-        assert replies[-1] == b"", replies
-        replies = replies[:-1]
-        assert len(replies) == 4 and all(r.startswith(b"+OK") for r in replies), replies
-        assert replies[2] == b"+OK 3 %d" % sum(vsize(d) for _, d in msgs), replies
-    finally:
-        c.close()
-
-
-def test_quit_on_pop3s_ends_with_close_notify(box):
-    p, _ = box
-    c = p.pop3s(context=strict_context(p))
-    try:
-        c.login(USER, PASSWORD)
-        c.send("QUIT\r\n")
-        rest = read_to_eof_strict(c)
-        assert rest.startswith(b"+OK") and rest.count(b"\r\n") == 1, rest
-    finally:
-        c.close()
-
-
-def test_pipelined_login_on_pop3s_gets_every_reply_and_close_notify(box):
-    p, msgs = box
-    c = p.pop3s(context=strict_context(p))
+    c = tls_conn(p, how)
     try:
         c.send(f"USER {USER}\r\nPASS {PASSWORD}\r\nSTAT\r\nQUIT\r\n")
         replies = read_to_eof_strict(c).split(b"\r\n")
