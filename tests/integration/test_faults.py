@@ -880,12 +880,46 @@ class LmtpLoad:
                 c.close()
 
 
+SMTP_SOURCE = tool("smtp-source") or "/usr/sbin/smtp-source"
+
+
+class SmtpSourceLoad:
+    """Postfix's smtp-source speaking LMTP (-L) to bob over two connections
+    without pause, started again whenever a kill has broken it. It cannot
+    say which of its messages were acknowledged, so bob's mailbox is checked
+    for whole messages only; LmtpLoad's record of acknowledgements is what
+    proves none was lost."""
+
+    def __init__(self, p):
+        self.p = p
+        self.runs = 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            proc = subprocess.Popen(
+                [SMTP_SOURCE, "-L", "-s", "2", "-m", "1000000", "-l", "3000",
+                 "-M", "client.example.org", "-f", SENDER, "-t", BOB,
+                 f"127.0.0.1:{self.p.lmtp_port}"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while proc.poll() is None and not self.stop.wait(0.05):
+                pass
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            self.runs += 1
+
+
+@pytest.mark.skipif(not os.path.exists(SMTP_SOURCE), reason="Postfix's smtp-source missing")
 def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
     p = make_pillar(lmtp=True, workers=KILL_WORKERS)
     p.add_user(USER, PASSWORD)
+    p.add_user(BOB, BOB_PASSWORD)
     load = LmtpLoad(p)
+    source = SmtpSourceLoad(p)
     threads = [threading.Thread(target=load.run, args=(k,), daemon=True)
                for k in range(LOAD_CLIENTS)]
+    threads.append(threading.Thread(target=source.run, daemon=True))
     for t in threads:
         t.start()
     rng = random.Random(2033)
@@ -924,6 +958,7 @@ def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
                  "deliveries to go on after the last kill")
     finally:
         load.stop.set()
+        source.stop.set()
         for t in threads:
             t.join(40)
     elapsed = time.monotonic() - start
@@ -936,6 +971,15 @@ def test_random_sigkill_of_workers_under_lmtp_load(make_pillar):
           f"{len(load.acked)}, stored {len(seen)} ({unacked_stored} stored but never "
           f"acknowledged), sessions broken {load.broken}")
     assert load.broken >= KILLS // 10, f"the kills broke only {load.broken} sessions"
+    # smtp-source's messages to bob: all alike but for their headers, so
+    # each stored one must carry the same whole body, once.
+    theirs = p.check_names(BOB)
+    bodies = {split_trace(d)[2].partition(b"\n\n")[2] for d in theirs.values()}
+    ids = [re.search(rb"(?m)^Message-Id: (\S+)", split_trace(d)[2]).group(1)
+           for d in theirs.values()]
+    print(f"smtp-source: {source.runs} runs, {len(theirs)} messages stored")
+    assert theirs and len(bodies) == 1, f"{len(bodies)} different bodies in {len(theirs)}"
+    assert len(set(ids)) == len(ids), "an smtp-source message stored twice"
     files = p.stored(USER)
     with p.wait_unlocked(USER, PASSWORD) as c:
         assert c.stat() == (len(files), sum(vsize(d) for d in files.values()))
