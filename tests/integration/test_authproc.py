@@ -148,7 +148,11 @@ def succeeded(reply):
 
 
 def temporary(reply):
-    return reply.startswith(TEMP_POP3) or reply.startswith(b"454 ")
+    """A temporary failure. [IN-USE] counts: the POP3 helpers drop their
+    connection right after the login, and the next login may reach the
+    mailbox (on the other mail worker) before that session has let go."""
+    return (reply.startswith(TEMP_POP3) or reply.startswith(b"-ERR [IN-USE]")
+            or reply.startswith(b"454 "))
 
 
 def login_soon(p, login, timeout=RECOVERY_S):
