@@ -176,12 +176,17 @@ void penalty_success(struct penalty *p, const uint8_t ip[16])
 	unlock(p);
 }
 
-uint64_t penalty_delay_ms(struct penalty *p, const uint8_t ip[16], uint64_t base_ms)
+uint64_t penalty_fail_at(struct penalty *p, const uint8_t ip[16], uint64_t base_ms,
+                         uint64_t asked_ms, uint64_t now)
 {
-	return penalty_delay_ms_at(p, ip, base_ms, now_ms());
+	uint64_t delay = penalty_delay_ms_at(p, ip, base_ms, now);
+	uint64_t spent = now > asked_ms ? now - asked_ms : 0;
+
+	penalty_failure_at(p, ip, now);
+	return delay > spent ? delay - spent : 0;
 }
 
-void penalty_failure(struct penalty *p, const uint8_t ip[16])
+uint64_t penalty_fail(struct penalty *p, const uint8_t ip[16], uint64_t base_ms, uint64_t asked_ms)
 {
-	penalty_failure_at(p, ip, now_ms());
+	return penalty_fail_at(p, ip, base_ms, asked_ms, now_ms());
 }

@@ -36,26 +36,23 @@ struct penalty;
 struct penalty *penalty_create(void);
 void penalty_destroy(struct penalty **p);
 
-/* The delay to wait before answering a failed login from ip that happens
- * now: base_ms (auth_failure_delay) for the first failure, doubled for each
- * failure already recorded (penalty_failure) and not yet forgotten, capped
- * at PENALTY_MAX_DELAY_MS (or base_ms when that is larger). base_ms 0 means
- * no delay at all.
- *
- * Call it before penalty_failure() for the same failure:
- *     delay = penalty_delay_ms(p, ip, cfg->auth_failure_delay);
- *     penalty_failure(p, ip);
- *     ... answer the failure after `delay` ... */
-uint64_t penalty_delay_ms(struct penalty *p, const uint8_t ip[16], uint64_t base_ms);
-
-/* Record one failed login from ip. */
-void penalty_failure(struct penalty *p, const uint8_t ip[16]);
+/* A login from ip failed; its credentials arrived at asked_ms (now_ms()).
+ * Records the failure and returns how much longer to wait before answering
+ * it. The delay is base_ms (auth_failure_delay) for the first failure,
+ * doubled for each failure already recorded and not yet forgotten, capped at
+ * PENALTY_MAX_DELAY_MS (or base_ms when that is larger); base_ms 0 means
+ * none. It counts from asked_ms: the time the check took is not added to it,
+ * so a failure is answered as late whether its check was quick or slow. */
+uint64_t penalty_fail(struct penalty *p, const uint8_t ip[16], uint64_t base_ms, uint64_t asked_ms);
 
 /* A login from ip succeeded: forget its failures. */
 void penalty_success(struct penalty *p, const uint8_t ip[16]);
 
 /* The same with the time given (milliseconds of CLOCK_MONOTONIC, which all
- * processes share), for tests; the functions above pass now_ms(). */
+ * processes share), for tests, and its two halves: the delay a failure now
+ * would get, and recording one. */
+uint64_t penalty_fail_at(struct penalty *p, const uint8_t ip[16], uint64_t base_ms,
+                         uint64_t asked_ms, uint64_t now);
 uint64_t penalty_delay_ms_at(struct penalty *p, const uint8_t ip[16], uint64_t base_ms,
                              uint64_t now);
 void penalty_failure_at(struct penalty *p, const uint8_t ip[16], uint64_t now);

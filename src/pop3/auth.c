@@ -78,6 +78,7 @@ static void sasl_done(void *arg)
 static void sasl_next(struct pop3_login *l, const char *in)
 {
 	l->busy = true;
+	l->asked_ms = now_ms();
 	conn_pause(l->conn);
 	/* The line is copied into the request, and wiped there once sent. */
 	authc_sasl_step(l->sasl, in, sasl_done, l);
@@ -97,6 +98,7 @@ void pop3_sasl_line(struct pop3_login *l, char *line, size_t len)
 		 * comes after the delay, and a command read meanwhile (a new
 		 * AUTH) would have its job running when the delay ends. */
 		conn_pause(l->conn);
+		l->asked_ms = now_ms();
 		pop3_login_failed(l, "");
 		return;
 	}

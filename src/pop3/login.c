@@ -233,6 +233,7 @@ static struct pop3_check *check_begin(struct pop3_login *l, const char *name)
 		memcpy(ck->name, name, strlen(name) + 1);
 	l->check = ck;
 	l->busy = true;
+	l->asked_ms = now_ms();
 	conn_pause(l->conn);
 	return ck;
 }
@@ -408,10 +409,11 @@ void pop3_login_failed(struct pop3_login *l, const char *name)
 	                 text_log_safe(name != NULL ? name : "", safe, sizeof(safe)),
 	                 conn_peer(l->conn));
 	/* Answer only after the delay, on a timer: other sessions go on. The
-	 * delay grows with this address's recent failures, in all workers. */
+	 * delay counts from when the credentials arrived and grows with this
+	 * address's recent failures, in all workers. */
 	const uint8_t *ip = conn_peer_key(l->conn);
-	uint64_t ms = penalty_delay_ms(l->env->penalty, ip, l->env->cfg->auth_failure_delay);
-	penalty_failure(l->env->penalty, ip);
+	uint64_t ms =
+	    penalty_fail(l->env->penalty, ip, l->env->cfg->auth_failure_delay, l->asked_ms);
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 	l->busy = true;
 	if (l->delay == NULL)

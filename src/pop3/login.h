@@ -23,6 +23,7 @@ struct pop3_login {
 	char *apop_ts;            /* the greeting's timestamp, when APOP is on */
 	struct event *delay;      /* auth_failure_delay before the -ERR */
 	uint64_t connected_ms;
+	uint64_t asked_ms; /* when the credentials being checked arrived */
 	int64_t since;
 	unsigned failures;
 	unsigned bad_commands;

@@ -72,15 +72,16 @@ static void delay_done(evutil_socket_t fd, short what, void *arg)
 	smtp_session_resume(s);
 }
 
-/* Every failure is answered after auth_failure_delay, on a timer. */
+/* Every failure is answered auth_failure_delay (or its penalty) after the
+ * credentials arrived, on a timer. */
 static void auth_failed(struct smtp_session *s, const char *name)
 {
 	char safe[DIR_ADDRESS_MAX + 1];
 	const uint8_t *ip = conn_peer_key(s->conn);
-	uint64_t ms = penalty_delay_ms(s->env->penalty, ip, s->env->cfg->auth_failure_delay);
+	uint64_t ms =
+	    penalty_fail(s->env->penalty, ip, s->env->cfg->auth_failure_delay, s->auth_asked_ms);
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 
-	penalty_failure(s->env->penalty, ip);
 	s->auth_failures++;
 	log_auth_failure("sid=%s auth failed user=%s rip=%s", s->sid,
 	                 text_log_safe(name, safe, sizeof(safe)), conn_peer(s->conn));
@@ -147,6 +148,7 @@ static void sasl_done(void *arg)
 static void sasl_next(struct smtp_session *s, const char *in)
 {
 	s->busy = true;
+	s->auth_asked_ms = now_ms();
 	conn_pause(s->conn);
 	/* The line is copied into the request, and wiped there once sent. */
 	authc_sasl_step(s->sasl, in, sasl_done, s);
@@ -163,6 +165,7 @@ void smtp_sasl_line(struct smtp_session *s, char *line, size_t len)
 	if (strlen(line) != len) { /* a NUL is never base64 */
 		smtp_sasl_clear(s);
 		conn_pause(s->conn);
+		s->auth_asked_ms = now_ms();
 		auth_failed(s, "");
 		return;
 	}

@@ -57,6 +57,21 @@ static void test_doubling_and_cap(void **state)
 	assert_int_equal(penalty_delay_ms_at(p, ip, BASE, T0 + 20000), PENALTY_MAX_DELAY_MS);
 }
 
+/* The delay counts from when the credentials arrived: a check that took
+ * part of it shortens the wait by as much, one that took longer leaves none. */
+static void test_delay_counts_from_the_credentials(void **state)
+{
+	struct penalty *p = *state;
+	uint8_t ip[16];
+
+	v4(ip, 192, 0, 2, 9);
+	assert_int_equal(penalty_fail_at(p, ip, 1000u, T0, T0), 1000u);
+	assert_int_equal(penalty_fail_at(p, ip, 1000u, T0 + 10000, T0 + 10300), 1700);
+	assert_int_equal(penalty_fail_at(p, ip, 1000u, T0 + 20000, T0 + 20000 + 5000), 0);
+	/* Each of them counted as a failure all the same. */
+	assert_int_equal(penalty_delay_ms_at(p, ip, 1000u, T0 + 40000), 8000);
+}
+
 static void test_success_forgets(void **state)
 {
 	struct penalty *p = *state;
@@ -167,6 +182,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_doubling_and_cap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delay_counts_from_the_credentials, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_success_forgets, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forgotten_after_15_minutes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_addresses_apart, setup, teardown),
