@@ -16,7 +16,7 @@ struct config;
 struct tls_ctx;
 struct penalty;
 struct authc;
-struct pop3_handoff;
+struct session_handoff;
 
 /* What `pillar who` shows of one client. Strings stay valid until the
  * client's next event. */
@@ -58,10 +58,12 @@ struct worker_env {
 	struct event *trim;
 	bool stopping;  /* no new sessions; exit when the last one is gone */
 	unsigned index; /* worker number, for logs */
-	/* Login workers: pass a logged-in POP3 connection to a mail worker.
-	 * Returns 0 when h->conn is no longer the caller's, -1 when it
-	 * still is (nothing was sent). */
-	int (*handoff)(struct worker_env *env, const struct pop3_handoff *h);
+	/* Login workers: pass a connection whose pre-login part is done to
+	 * a mail worker (core/handoff.h). Returns 0 when h->conn is no
+	 * longer the caller's, -1 when it still is (nothing was sent). NULL
+	 * in mail workers, and where one process drives whole sessions (the
+	 * fuzzers): the mail side then starts in place. */
+	int (*handoff)(struct worker_env *env, const struct session_handoff *h);
 };
 
 void env_init(struct worker_env *env);

@@ -403,6 +403,9 @@ int conn_detach(struct conn *c, struct evbuffer *in, struct evbuffer *out)
 	/* Replies not yet written (the client pipelined): what the socket
 	 * takes now goes now, the rest travels with the connection. */
 	struct evbuffer *pending = bufferevent_get_output(c->bev);
+	/* Only the bufferevent drains its output (its front is frozen); it
+	 * will not any more. */
+	evbuffer_unfreeze(pending, 1);
 	if (evbuffer_get_length(pending) > 0)
 		(void)evbuffer_write(pending, sock);
 	evbuffer_add_buffer(out, pending);
@@ -421,6 +424,15 @@ void conn_feed(struct conn *c, const void *data, size_t len)
 	evbuffer_unfreeze(in, 0);
 	evbuffer_add(in, data, len);
 	evbuffer_freeze(in, 0);
+}
+
+void conn_unread(struct conn *c, const char *line, size_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	/* Only the end of a bufferevent's input is frozen, never its front. */
+	if (evbuffer_prepend(in, "\r\n", 2) < 0 || evbuffer_prepend(in, line, len) < 0)
+		abort();
 }
 
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *ctx, size_t max_line)

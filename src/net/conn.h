@@ -107,6 +107,10 @@ int conn_detach(struct conn *c, struct evbuffer *in, struct evbuffer *out);
  * with conn_write.) */
 void conn_feed(struct conn *c, const void *data, size_t len);
 
+/* Put a line the protocol has read back in front of the input, to be read
+ * again (by whoever handles the connection next). */
+void conn_unread(struct conn *c, const char *line, size_t len);
+
 /* The client's TLS ends in another process (the login worker relays):
  * what conn_tls_info and `pillar who` report. */
 void conn_set_tls_label(struct conn *c, const char *label);

@@ -1,6 +1,6 @@
 /* Shared by the two halves of a POP3 connection: the login side
  * (AUTHORIZATION state, login.c) and the mail side (TRANSACTION and UPDATE,
- * session.c). The mail side is created only from a `pop3_handoff` record,
+ * session.c). The mail side is created only from a `session_handoff` record,
  * never from the login side's memory: that is where the privilege boundary
  * between login and mail processes will run (DESIGN §3). */
 #ifndef PILLAR_POP3_INTERNAL_H

@@ -346,11 +346,12 @@ static void login_delay_done(evutil_socket_t fd, short what, void *arg)
 
 void pop3_login_succeeded(struct pop3_login *l, const char *address)
 {
-	struct pop3_handoff h;
+	struct session_handoff h;
 
 	memset(&h, 0, sizeof(h));
 	h.env = l->env;
 	h.conn = l->conn;
+	h.proto = HANDOFF_POP3;
 	memcpy(h.sid, l->sid, sizeof(h.sid));
 	snprintf(h.user, sizeof(h.user), "%s", address);
 	h.connected_ms = l->connected_ms;

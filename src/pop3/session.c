@@ -348,7 +348,7 @@ static void session_kick(struct env_client *node)
 	conn_abort(s->conn);
 }
 
-void pop3_session_start(const struct pop3_handoff *h)
+void pop3_session_start(const struct session_handoff *h)
 {
 	struct pop3_session *s = xcalloc(1, sizeof(*s));
 
@@ -358,7 +358,7 @@ void pop3_session_start(const struct pop3_handoff *h)
 	s->retr.fd = -1;
 	s->connected_ms = h->connected_ms;
 	memcpy(s->sid, h->sid, sizeof(s->sid));
-	memcpy(s->user, h->user, sizeof(s->user));
+	memcpy(s->user, h->user, sizeof(s->user) - 1); /* a whole address fits */
 	s->path = maildir_path(s->env->cfg->mail_root, s->user);
 	s->node.shutdown = session_shutdown;
 	s->node.info = session_info;

@@ -23,28 +23,17 @@
 #include "auth/authproto.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "core/priv.h"
 #include "core/util.h"
 #include "net/tls.h"
 #include "server/master.h"
 
-/* The uids the auth process serves: the workers' account (run_as when
- * started as root, else our own). Runs in the child, before it drops. */
+/* The uids the auth process serves: the login workers' account (login_as
+ * when started as root, else our own). Mail workers never ask: every
+ * credential check happens before a hand-off. */
 static size_t allowed_uids(const struct master *m, uid_t uids[AUTHD_MAX_UIDS])
 {
-	const struct config *cfg = m->cfg;
-	const char *error;
-	gid_t gid;
-
-	if (geteuid() != 0) {
-		uids[0] = geteuid();
-		return 1;
-	}
-	/* Mail workers (SMTP AUTH) and the POP3 login workers. */
-	if (priv_lookup(cfg->run_as, &uids[0], &gid, &error) < 0)
-		fatal("auth process: run_as %s: %s", cfg->run_as, error);
-	uids[1] = m->login_uid;
-	return 2;
+	uids[0] = geteuid() == 0 ? m->login_uid : geteuid();
+	return 1;
 }
 
 static void spawn(struct master *m, struct authproc *a)

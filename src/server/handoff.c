@@ -1,15 +1,18 @@
-/* The POP3 login hand-off between processes (DESIGN §3). A login worker
- * that has verified a login sends the client's socket (SCM_RIGHTS) with a
- * record of the session to the mail workers over one SOCK_SEQPACKET pair
+/* The hand-off between processes (DESIGN §3). A login worker that is done
+ * with a connection's pre-login part (a POP3 login, an SMTP/LMTP client's
+ * first MAIL) sends the client's socket (SCM_RIGHTS) with a record of the
+ * session to the mail workers over one SOCK_SEQPACKET pair
  * that all of them share: whichever mail worker reads a record first
  * serves the session. Under TLS the socket cannot move (the TLS state lives
  * in the login worker), so the login worker sends one end of a socketpair
  * instead and relays between it and the TLS connection for the rest of the
  * session; the mail worker cannot tell the difference.
  *
- * The record is the whole of what the mail side is built from: session id,
- * user, the client's address (the PROXY one, if any), times, the TLS label
- * for `pillar who`, and the input the client pipelined after its login. */
+ * The record is the whole of what the mail side is built from: protocol,
+ * session id, user, the client's address (the PROXY one, if any), times,
+ * the TLS label, the SMTP client's HELO, and the input not yet answered
+ * (what the client pipelined after its login; SMTP's MAIL and what came
+ * after it). */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,10 +31,11 @@
 #include "net/conn.h"
 #include "pop3/pop3.h"
 #include "server/handoff.h"
+#include "smtp/smtp.h"
 #include "server/iplimit.h"
 #include "server/worker.h"
 
-#define HANDOFF_MAGIC 0x50494c31u /* "PIL1" */
+#define HANDOFF_MAGIC 0x50494c32u /* "PIL2" */
 /* Records waiting for room in the socket before logins are refused. */
 #define HANDOFF_QUEUE_MAX 256
 /* Relay buffers, each way: beyond this a side is not read until the other
@@ -49,15 +53,19 @@
 struct handoff_wire {
 	uint32_t magic;
 	uint8_t counted; /* the receiver takes over the per-address count */
-	uint8_t pad[3];
+	uint8_t proto;   /* enum handoff_proto */
+	uint8_t esmtp;
+	uint8_t pad;
+	uint32_t errors;
 	uint32_t peerlen;
 	uint32_t inlen;  /* input bytes after the record */
 	uint32_t outlen; /* then replies still owed to the client */
 	struct sockaddr_storage peer;
 	uint64_t connected_ms;
 	int64_t since;
-	char sid[POP3_SID_LEN + 1];
-	char user[DIR_ADDRESS_MAX + 1];
+	char sid[HANDOFF_SID_LEN + 1];
+	char user[HANDOFF_NAME_MAX + 1];
+	char helo[HANDOFF_NAME_MAX + 1];
 	char tls[96];
 };
 
@@ -341,12 +349,16 @@ static void relay_start(struct worker_env *env, struct conn *c, int fd)
 	conn_resume(c);
 }
 
-static void fill_record(struct handoff_wire *rec, const struct pop3_handoff *h)
+static void fill_record(struct handoff_wire *rec, const struct session_handoff *h)
 {
 	memset(rec, 0, sizeof(*rec));
 	rec->magic = HANDOFF_MAGIC;
+	rec->proto = (uint8_t)h->proto;
+	rec->esmtp = h->esmtp;
+	rec->errors = h->errors;
 	memcpy(rec->sid, h->sid, sizeof(rec->sid));
 	memcpy(rec->user, h->user, sizeof(rec->user));
+	memcpy(rec->helo, h->helo, sizeof(rec->helo));
 	rec->connected_ms = h->connected_ms;
 	rec->since = h->since;
 	conn_tls_info(h->conn, rec->tls, sizeof(rec->tls));
@@ -355,7 +367,7 @@ static void fill_record(struct handoff_wire *rec, const struct pop3_handoff *h)
 	rec->peerlen = len;
 }
 
-static int handoff_send(struct worker_env *env, const struct pop3_handoff *h)
+static int handoff_send(struct worker_env *env, const struct session_handoff *h)
 {
 	struct worker *w = (struct worker *)env;
 	struct handoff *ho = w->handoff;
@@ -379,9 +391,12 @@ static int handoff_send(struct worker_env *env, const struct pop3_handoff *h)
 		    send_or_queue(ho, fd, &rec, in) < 0) {
 			/* The connection is gone from under the login already:
 			 * say why on the socket itself before closing it. */
-			static const char msg[] =
+			static const char pop3[] =
 			    "-ERR [SYS/TEMP] cannot open the mailbox, try again later\r\n";
-			(void)send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+			static const char smtp[] =
+			    "421 4.3.0 cannot take mail now, try again later\r\n";
+			const char *msg = h->proto == HANDOFF_POP3 ? pop3 : smtp;
+			(void)send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
 			close(fd);
 		}
 		evbuffer_free(in);
@@ -468,8 +483,9 @@ static bool receive_one(struct worker *w, int sock)
 	memcpy(&rec, buf, sizeof(rec));
 	if (rec.magic != HANDOFF_MAGIC || rec.outlen > HANDOFF_OUT_MAX ||
 	    (size_t)rec.inlen + rec.outlen != (size_t)n - sizeof(rec) ||
-	    rec.peerlen > sizeof(rec.peer) || rec.sid[POP3_SID_LEN] != '\0' ||
-	    rec.user[DIR_ADDRESS_MAX] != '\0' || rec.tls[sizeof(rec.tls) - 1] != '\0') {
+	    rec.peerlen > sizeof(rec.peer) || rec.proto > HANDOFF_LMTP ||
+	    rec.sid[HANDOFF_SID_LEN] != '\0' || rec.user[HANDOFF_NAME_MAX] != '\0' ||
+	    rec.helo[HANDOFF_NAME_MAX] != '\0' || rec.tls[sizeof(rec.tls) - 1] != '\0') {
 		log_error("event=handoff-bad reason=malformed-record");
 		close(fd);
 		return true;
@@ -487,15 +503,22 @@ static bool receive_one(struct worker *w, int sock)
 		conn_write(c, buf + sizeof(rec) + rec.inlen, rec.outlen);
 	conn_pause(c);
 	conn_start(c);
-	struct pop3_handoff h;
+	struct session_handoff h;
 	memset(&h, 0, sizeof(h));
 	h.env = &w->env;
 	h.conn = c;
+	h.proto = (enum handoff_proto)rec.proto;
 	memcpy(h.sid, rec.sid, sizeof(h.sid));
 	memcpy(h.user, rec.user, sizeof(h.user));
+	memcpy(h.helo, rec.helo, sizeof(h.helo));
+	h.esmtp = rec.esmtp != 0;
+	h.errors = rec.errors;
 	h.connected_ms = rec.connected_ms;
 	h.since = rec.since;
-	pop3_session_start(&h);
+	if (h.proto == HANDOFF_POP3)
+		pop3_session_start(&h);
+	else
+		smtp_session_start(&h);
 	return true;
 }
 

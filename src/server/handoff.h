@@ -1,4 +1,4 @@
-/* The POP3 login hand-off from login workers to mail workers, over one
+/* The hand-off from login workers to mail workers, over one
  * SOCK_SEQPACKET socketpair shared by all of them (see handoff.c). Private
  * to src/server. */
 #ifndef PILLAR_SERVER_HANDOFF_H

@@ -197,13 +197,6 @@ static void drop_privileges(const struct worker_params *p)
 		fatal("worker %u: PR_SET_NO_NEW_PRIVS: %s", p->slot, strerror(errno));
 }
 
-/* Which listeners a role serves. */
-static bool serves(enum worker_role role, enum listener_proto proto)
-{
-	bool pop3 = proto == PROTO_POP3 || proto == PROTO_POP3S;
-	return role == ROLE_LOGIN ? pop3 : !pop3;
-}
-
 int worker_main(const struct worker_params *p)
 {
 	const struct config *cfg = p->cfg;
@@ -218,7 +211,15 @@ int worker_main(const struct worker_params *p)
 	w.env.cfg = cfg;
 	w.env.index = index;
 	w.ipl = p->ipl;
-	w.env.tls = p->tls;
+	/* TLS and credentials are the login workers' alone; mail workers
+	 * take connections only from them, and let go of the private keys
+	 * they were forked with. */
+	if (p->role == ROLE_LOGIN) {
+		w.env.tls = p->tls;
+	} else {
+		struct tls_ctx *keys = p->tls;
+		tls_ctx_free(&keys);
+	}
 	w.env.penalty = p->penalty;
 	w.slot = index;
 	w.env.base = event_base_new();
@@ -231,7 +232,8 @@ int worker_main(const struct worker_params *p)
 	 * pool_submit_slow. */
 	w.env.pool = pool_new(w.env.base, (threads < 2 ? 2 : threads) + 1);
 	/* Every credential check goes to the generation's auth process. */
-	w.env.auth = authc_new(w.env.base, p->auth);
+	if (p->role == ROLE_LOGIN)
+		w.env.auth = authc_new(w.env.base, p->auth);
 
 	signal(SIGPIPE, SIG_IGN);
 	w.sig_term = evsignal_new(w.env.base, SIGTERM, signal_cb, &w);
@@ -249,9 +251,7 @@ int worker_main(const struct worker_params *p)
 			w.nproxies++;
 
 	w.listeners = xcalloc(set->count, sizeof(*w.listeners));
-	for (size_t i = 0; i < set->count; i++) {
-		if (!serves(p->role, set->items[i].proto))
-			continue;
+	for (size_t i = 0; i < set->count && p->role == ROLE_LOGIN; i++) {
 		struct worker_listener *wl = &w.listeners[w.nlisteners++];
 		wl->w = &w;
 		wl->proto = set->items[i].proto;

@@ -41,8 +41,10 @@ static bool plaintext_ok(struct smtp_session *s)
 const char *smtp_auth_mechanisms(struct smtp_session *s)
 {
 	unsigned char cb[32];
-	if (s->auth_user[0] != '\0')
-		return ""; /* RFC 4954 §4: once authenticated, no more AUTH */
+	/* RFC 4954 §4: once authenticated, no more AUTH; and none after the
+	 * session moved to a mail worker. */
+	if (s->auth_user[0] != '\0' || s->mail_side)
+		return "";
 	return sasl_mechanisms(plaintext_ok(s), conn_tls_exporter(s->conn, cb) == 0);
 }
 
@@ -178,6 +180,12 @@ int smtp_cmd_auth(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	if (s->auth_user[0] != '\0') {
 		smtp_reply(s, "503 5.5.1 already authenticated");
+		return -1;
+	}
+	if (s->mail_side) {
+		/* Credentials are the login worker's business, not a mail
+		 * worker's. */
+		smtp_reply(s, "503 5.5.1 AUTH must come before the first MAIL");
 		return -1;
 	}
 	if (cmd->arg == NULL) {

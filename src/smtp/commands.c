@@ -56,7 +56,7 @@ int smtp_cmd_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 	smtp_reply(s, "250-8BITMIME");
 	smtp_reply(s, "250-SMTPUTF8");
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
-	if (s->env->tls != NULL && !conn_is_tls(s->conn))
+	if (s->env->tls != NULL && !conn_is_tls(s->conn) && !s->mail_side)
 		smtp_reply(s, "250-STARTTLS");
 	const char *mechs = smtp_auth_mechanisms(s);
 	if (mechs[0] != '\0')
@@ -195,8 +195,14 @@ int smtp_cmd_help(struct smtp_session *s, struct smtp_cmd *cmd)
 int smtp_cmd_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	(void)cmd;
-	if (conn_is_tls(s->conn)) {
+	char tls[96];
+	if (conn_tls_info(s->conn, tls, sizeof(tls))[0] != '\0') {
 		smtp_reply(s, "503 5.5.1 TLS is already active");
+		return -1;
+	}
+	if (s->mail_side) {
+		/* TLS is the login worker's: a mail worker never handshakes. */
+		smtp_reply(s, "503 5.5.1 STARTTLS must come before the first MAIL");
 		return -1;
 	}
 	SSL *ssl = s->env->tls != NULL ? tls_ssl_new(s->env->tls) : NULL;

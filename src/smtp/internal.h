@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/env.h"
+#include "core/handoff.h"
 #include "directory/directory.h"
 #include "smtp/address.h"
 #include "smtp/data.h"
@@ -19,7 +20,8 @@ struct conn;
 struct event;
 struct authc_sasl;
 
-#define SMTP_SID_LEN 12
+#define SMTP_SID_LEN HANDOFF_SID_LEN
+_Static_assert(SMTP_DOMAIN_MAX <= HANDOFF_NAME_MAX, "a HELO name fits the hand-off");
 /* RFC 5321 §4.5.3.1.8 asks for at least 100 recipients per message; we take
  * exactly that many and answer 452 4.5.3 beyond (§4.5.3.1.10). */
 #define SMTP_MAX_RCPTS 100
@@ -82,6 +84,7 @@ struct smtp_session {
 	struct worker_env *env;
 	struct conn *conn;
 	bool lmtp;
+	bool mail_side;    /* started from a hand-off: mail is all it takes */
 	bool esmtp;        /* EHLO/LHLO rather than HELO */
 	bool busy;         /* a pool job holds the session */
 	bool conn_gone;    /* closed while busy: free when the job returns */
@@ -90,6 +93,7 @@ struct smtp_session {
 	unsigned errors;
 	unsigned messages;
 	int64_t since;
+	uint64_t connected_ms;
 	/* SMTP AUTH (RFC 4954) */
 	struct authc_sasl *sasl; /* while an exchange runs */
 	unsigned auth_failures;

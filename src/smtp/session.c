@@ -1,5 +1,11 @@
 /* The SMTP/LMTP session: greeting, dispatch through the command table, the
- * error limit, timeouts, shutdown, and the message stream.
+ * error limit, timeouts, shutdown, the hand-off, and the message stream.
+ *
+ * A session runs in two processes (DESIGN §3). A login worker greets the
+ * client and answers EHLO, STARTTLS and AUTH; the first MAIL it accepts
+ * hands the connection, with that MAIL put back in front of its input, to
+ * a mail worker, which starts the rest of the session from the hand-off
+ * record alone and serves every transaction until QUIT.
  *
  * The message stream is read in the connection's raw mode: DATA through the
  * dot-stuffing decoder until <CRLF>.<CRLF>, BDAT exactly the announced
@@ -102,16 +108,21 @@ void smtp_count_error(struct smtp_session *s)
 	}
 }
 
+static void hand_off(struct smtp_session *s, const char *line, size_t len);
+
 static void session_line(void *ctx, char *line, size_t len)
 {
 	struct smtp_session *s = ctx;
 	struct smtp_cmd cmd;
 	bool utf8 = s->txn != NULL && s->txn->smtputf8;
+	char mail[SMTP_MAX_LINE]; /* the line as sent, should it hand off */
 
 	if (s->sasl != NULL) {
 		smtp_sasl_line(s, line, len);
 		return;
 	}
+	if (!s->mail_side && len < sizeof(mail))
+		memcpy(mail, line, len + 1);
 	enum smtp_parse_result r = smtp_parse(line, len, utf8, &cmd);
 	if (r != SMTP_PARSE_OK) {
 		unsigned code;
@@ -154,6 +165,10 @@ static void session_line(void *ctx, char *line, size_t len)
 			return;
 		}
 		smtp_count_error(s);
+		return;
+	}
+	if (cmd.verb == SMTP_VERB_MAIL && !s->mail_side && len < sizeof(mail)) {
+		hand_off(s, mail, len);
 		return;
 	}
 	if (row->run(s, &cmd) < 0)
@@ -273,8 +288,9 @@ int smtp_begin_message(struct smtp_session *s)
 		smtp_reply(s, "451 4.3.0 cannot accept the message now, try again later");
 		return -1;
 	}
-	bool tls = conn_is_tls(s->conn);
+	/* TLS may have ended in the login worker, which relays. */
 	char proto[16], tlsinfo[96], using[128] = "";
+	bool tls = conn_tls_info(s->conn, tlsinfo, sizeof(tlsinfo))[0] != '\0';
 	/* RFC 3848 protocol names (ESMTP, ESMTPS, ESMTPA, LMTP, ...), with RFC
 	 * 6531's UTF8SMTP/UTF8LMTP for SMTPUTF8 transactions. */
 	snprintf(proto, sizeof(proto), "%s%s%s%s", t->smtputf8 ? "UTF8" : "",
@@ -284,8 +300,7 @@ int smtp_begin_message(struct smtp_session *s)
 	                       : "SMTP",
 	         tls ? "S" : "", s->auth_user[0] != '\0' ? "A" : "");
 	if (tls)
-		snprintf(using, sizeof(using), "\n\t(using %s)",
-		         conn_tls_info(s->conn, tlsinfo, sizeof(tlsinfo)));
+		snprintf(using, sizeof(using), "\n\t(using %s)", tlsinfo);
 	char *hdr =
 	    xasprintf("Return-Path: <%s>\n"
 	              "Received: from %s ([%s])%s\n"
@@ -365,7 +380,7 @@ static void session_info(struct env_client *node, struct env_client_info *out)
 	struct smtp_session *s = (struct smtp_session *)node;
 	out->sid = s->sid;
 	out->proto = s->lmtp ? "lmtp" : "smtp";
-	out->user = "";
+	out->user = s->auth_user;
 	conn_describe(s->conn, out);
 	out->since = s->since;
 }
@@ -381,28 +396,94 @@ static void session_kick(struct env_client *node)
 	conn_abort(s->conn);
 }
 
-void smtp_accept(struct worker_env *env, struct conn *conn, bool lmtp)
+static struct smtp_session *session_new(struct worker_env *env, struct conn *conn, bool lmtp)
 {
 	struct smtp_session *s = xcalloc(1, sizeof(*s));
 
 	s->env = env;
 	s->conn = conn;
 	s->lmtp = lmtp;
-	s->state = SMTP_ST_GREETED;
-	random_token(s->sid, SMTP_SID_LEN);
 	s->node.shutdown = session_shutdown;
 	s->node.info = session_info;
 	s->node.kick = session_kick;
-	s->since = (int64_t)time(NULL);
 	env_client_add(env, &s->node);
 	conn_set_handler(conn, &session_handler, s, SMTP_MAX_LINE);
 	conn_set_idle_timeout(conn, SMTP_COMMAND_TIMEOUT_MS);
 	conn_set_line_timeout(conn, SMTP_COMMAND_TIMEOUT_MS);
-	/* The idle timeout alone would let a client that sends a byte now and
-	 * then hold the connection for ever without sending mail: until the
-	 * first MAIL is accepted there is an absolute deadline too, which
-	 * input never extends (smtp_cmd_mail cancels it). */
-	conn_set_deadline(conn, env->cfg->smtp_first_mail_timeout);
+	return s;
+}
+
+/* The idle timeout alone would let a client that sends a byte now and then
+ * hold the connection for ever without sending mail: until the first MAIL
+ * is accepted there is an absolute deadline too, counted from the
+ * connection, which input never extends (smtp_cmd_mail cancels it). */
+static void first_mail_deadline(struct smtp_session *s)
+{
+	uint64_t end = s->connected_ms + s->env->cfg->smtp_first_mail_timeout;
+	uint64_t now = now_ms();
+
+	conn_set_deadline(s->conn, end > now ? end - now : 1);
+}
+
+/* A valid MAIL in a login worker: the connection goes to a mail worker with
+ * the line put back for it to answer, and this side ends. */
+static void hand_off(struct smtp_session *s, const char *line, size_t len)
+{
+	struct session_handoff h;
+
+	memset(&h, 0, sizeof(h));
+	h.env = s->env;
+	h.conn = s->conn;
+	h.proto = s->lmtp ? HANDOFF_LMTP : HANDOFF_SMTP;
+	memcpy(h.sid, s->sid, sizeof(h.sid));
+	snprintf(h.user, sizeof(h.user), "%s", s->auth_user);
+	snprintf(h.helo, sizeof(h.helo), "%s", s->helo);
+	h.esmtp = s->esmtp;
+	h.errors = s->errors;
+	h.connected_ms = s->connected_ms;
+	h.since = s->since;
+	conn_unread(s->conn, line, len);
+	conn_pause(s->conn);
+	if (s->env->handoff == NULL) {
+		s->conn = NULL;
+		smtp_session_start(&h);
+	} else if (s->env->handoff(s->env, &h) < 0) {
+		log_error("sid=%s event=handoff-failed rip=%s", s->sid, conn_peer(s->conn));
+		smtp_reply(s, "421 4.3.0 %s cannot take mail now, try again later",
+		           s->env->cfg->hostname);
+		conn_close(s->conn);
+		return;
+	}
+	s->conn = NULL;
+	session_free(s);
+}
+
+void smtp_session_start(const struct session_handoff *h)
+{
+	struct smtp_session *s = session_new(h->env, h->conn, h->proto == HANDOFF_LMTP);
+
+	s->mail_side = true;
+	s->state = SMTP_ST_READY;
+	memcpy(s->sid, h->sid, sizeof(s->sid));
+	memcpy(s->auth_user, h->user, sizeof(s->auth_user) - 1); /* a whole address fits */
+	snprintf(s->helo, sizeof(s->helo), "%s", h->helo);
+	s->esmtp = h->esmtp;
+	s->errors = h->errors;
+	s->connected_ms = h->connected_ms;
+	s->since = h->since;
+	first_mail_deadline(s);
+	conn_resume(s->conn);
+}
+
+void smtp_accept(struct worker_env *env, struct conn *conn, bool lmtp)
+{
+	struct smtp_session *s = session_new(env, conn, lmtp);
+
+	s->state = SMTP_ST_GREETED;
+	random_token(s->sid, SMTP_SID_LEN);
+	s->since = (int64_t)time(NULL);
+	s->connected_ms = now_ms();
+	first_mail_deadline(s);
 	log_info("sid=%s event=connect proto=%s rip=%s", s->sid, lmtp ? "lmtp" : "smtp",
 	         conn_peer(conn));
 	smtp_reply(s, "220 %s %s Pillar ready", env->cfg->hostname, lmtp ? "LMTP" : "ESMTP");

@@ -965,13 +965,14 @@ class Pillar:
         """The server process (a child of the master) that holds the server
         end of this client connection, found through /proc/net/tcp."""
         client_port = conn.sock.getsockname()[1]
+        server_port = conn.sock.getpeername()[1]
         inode = None
         with open("/proc/net/tcp") as f:
             next(f)
             for row in f:
                 fields = row.split()
                 local, remote = fields[1], fields[2]
-                if int(local.split(":")[1], 16) == self.port and int(remote.split(":")[1], 16) == client_port:
+                if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
                     inode = fields[9]
                     break
         assert inode, "server end of the connection not found in /proc/net/tcp"

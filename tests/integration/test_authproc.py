@@ -412,17 +412,21 @@ def test_other_accounts_cannot_use_the_auth_socket(box):
     auth = the_auth_process(p)
     address = auth_address(p, auth)
     request = pass_request(USER, PASSWORD)
-    # The workers' account is answered (so the request itself is good)...
-    pw = pwd.getpwnam(p.conf_value("run_as") or "pillar")
+    # The login workers' account is answered (so the request itself is
+    # good)...
+    pw = pwd.getpwnam(p.conf_value("login_as") or "pillar-login")
     reply = ask_as(pw.pw_uid, pw.pw_gid, address, request)
     rtype, _, rid, result = struct.unpack("=HHII", reply[:12])
     assert (rtype, rid, result) == (6, 1, 0), reply  # AUTHP_VERIFY_REPLY, AUTH_OK
     assert USER.encode() in reply
-    # ...anyone else is turned away before a byte is read.
+    # ...anyone else is turned away before a byte is read: the mail workers'
+    # account too (every credential check is over before a hand-off).
+    mail = pwd.getpwnam(p.conf_value("run_as") or "pillar")
     stranger = pwd.getpwnam("nobody")
-    assert stranger.pw_uid != pw.pw_uid
-    assert ask_as(stranger.pw_uid, stranger.pw_gid, address, request) == b""
-    assert re.search(rf"event=auth-client-refused pid=\d+ uid={stranger.pw_uid}", p.log())
+    for other in (mail, stranger):
+        assert other.pw_uid != pw.pw_uid
+        assert ask_as(other.pw_uid, other.pw_gid, address, request) == b""
+        assert re.search(rf"event=auth-client-refused pid=\d+ uid={other.pw_uid}", p.log())
     # A malformed record costs the sender its connection, nothing else.
     assert ask_as(pw.pw_uid, pw.pw_gid, address, request[:-1]) == b""
     assert "event=auth-client-dropped" in p.log()

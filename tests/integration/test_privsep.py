@@ -1,18 +1,22 @@
-"""Least privilege (DESIGN §3): POP3 login workers run as their own account
-(login_as), locked in an empty directory, and hand each logged-in client to a
-mail worker (run_as) — the socket itself, or under TLS a socketpair the login
-worker relays. These tests look at the real processes from outside: their
-ids, root directories and open files, what their credentials can reach, and
-that sessions really live in the mail workers."""
+"""Least privilege (DESIGN §3): login workers run as their own account
+(login_as), locked in an empty directory. They accept every connection, do
+TLS, POP3's login and SMTP/LMTP's EHLO, STARTTLS and AUTH, and hand the
+client to a mail worker (run_as) after a POP3 login or at an SMTP client's
+first MAIL — the socket itself, or under TLS a socketpair the login worker
+relays. These tests look at the real processes from outside: their ids,
+root directories and open files, what their credentials can reach, and that
+sessions really live in the mail workers."""
 
+import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 
 import pytest
 
-from harness import PASSWORD, PILLAR_BIN, USER, is_root, wait_for
+from harness import PASSWORD, PILLAR_BIN, USER, is_root, split_trace, wait_for
 
 needs_root = pytest.mark.skipif(not is_root(), reason="the drop and the chroot need root")
 
@@ -29,7 +33,7 @@ def ids(pid):
 
 @pytest.fixture
 def box(make_pillar):
-    p = make_pillar(pop3s=True, lmtp=True)
+    p = make_pillar(pop3s=True, smtp=True, lmtp=True)
     p.add_user(USER, PASSWORD)
     for i in range(3):
         p.deliver(USER, f"Subject: m{i}\n\nbody {i}\n".encode())
@@ -179,6 +183,115 @@ def test_pillar_who_and_kick_over_tls(box):
         # Kicked on the mail side; the relay then closes the TLS side.
         assert c.read_to_eof(timeout=10) == b""
     wait_for(lambda: USER not in box.cli("who").stdout.decode(), 10, "the session to go")
+
+
+def listening_sockets():
+    """Inodes of every listening TCP and unix socket."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/net/{table}") as f:
+            next(f)
+            inodes |= {row.split()[9] for row in f if row.split()[3] == "0A"}
+    with open("/proc/net/unix") as f:
+        next(f)
+        # Flags 00010000: __SO_ACCEPTCON, a socket that listen() was called on.
+        inodes |= {row.split()[6] for row in f if row.split()[3] == "00010000"}
+    return inodes
+
+
+def sockets_of(pid):
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[len("socket:["):-1])
+    return out
+
+
+def test_only_login_workers_accept_and_only_they_ask_the_auth_process(box):
+    """Every listener (POP3, POP3S, SMTP, LMTP) is open in the login workers;
+    a mail worker has no listening socket at all, and no connection to the
+    auth process: it takes clients only from the hand-off."""
+    listening = listening_sockets()
+    for pid in box.workers("login"):
+        assert len(sockets_of(pid) & listening) >= 4, pid
+    for pid in box.workers("mail"):
+        assert not sockets_of(pid) & listening, pid
+    log = box.log()
+    for pid in box.workers("login"):
+        assert re.search(rf"event=auth-client pid={pid} ", log), pid
+    for pid in box.workers("mail"):
+        assert not re.search(rf"event=auth-client pid={pid} ", log), pid
+
+
+def test_smtp_session_moves_to_a_mail_worker_at_its_first_mail(box):
+    """EHLO is answered by a login worker. The first MAIL hands the socket,
+    with that MAIL and the RCPT pipelined after it, to a mail worker; from
+    there the session needs no login worker, and offers neither STARTTLS nor
+    AUTH any more."""
+    with box.smtp() as c:
+        kw = c.keywords(c.ehlo())
+        assert "STARTTLS" in kw and "AUTH" in kw, kw
+        assert box.holder_of(c) in box.workers("login")
+        c.send(f"MAIL FROM:<carol@example.org>\r\nRCPT TO:<{USER}>\r\n")
+        assert [r.code for r in c.replies(2)] == [250, 250]
+        assert box.holder_of(c) in box.workers("mail")
+        for pid in box.workers("login"):
+            os.kill(pid, signal.SIGKILL)
+        c.data(b"Subject: handed off\r\n\r\nbody\r\n", 250)
+        kw = c.keywords(c.ehlo())
+        assert "STARTTLS" not in kw and "AUTH" not in kw, kw
+        c.expect("STARTTLS", 503, "5.5.1")
+        c.expect("AUTH PLAIN", 503, "5.5.1")
+        c.expect("QUIT", 221)
+    stored = [m for m in box.wait_stored(USER, 4) if b"Subject: handed off" in m]
+    assert len(stored) == 1
+    _, received, _ = split_trace(stored[0])
+    # What the login worker learnt (the HELO name) travelled with it.
+    assert re.search(rb"from client\.example\.org \(\[127\.0\.0\.1\]\)", received), received
+    assert re.search(rb"\bwith ESMTP\b", received), received
+
+
+def test_smtp_error_count_travels_with_the_session(box):
+    """The 20-failed-commands limit counts the login worker's failures too."""
+    with box.lmtp() as c:
+        c.ehlo(verb="LHLO")
+        for _ in range(19):
+            c.expect("XYZZY", 500)
+        c.expect("MAIL FROM:<carol@example.org>", 250)
+        assert c.cmd("XYZZY").code == 500
+        assert c.reply().code == 421
+        assert c.read_to_eof(timeout=10) == b""
+
+
+def test_smtp_tls_and_auth_stay_in_the_login_worker_which_relays(box):
+    """STARTTLS and AUTH happen in the login worker, which then relays the
+    encrypted session to a mail worker: `pillar who` lists it once, with its
+    user and TLS, and the message says ESMTPSA (RFC 3848)."""
+    s = box.smtplib()
+    try:
+        s.ehlo()
+        assert s.starttls(context=box.tls_context())[0] == 220
+        s.ehlo()
+        assert s.login(USER, PASSWORD)[0] == 235
+        assert s.mail("carol@example.org")[0] == 250
+        assert s.rcpt(USER)[0] == 250
+        who = [w for w in json.loads(box.cli("who", "--json").stdout_text)
+               if w["protocol"].lower() == "smtp"]
+        assert len(who) == 1, who
+        assert who[0]["user"] == USER and "TLS" in json.dumps(who[0]), who
+        assert s.data(b"Subject: relayed\r\n\r\nbody\r\n")[0] == 250
+        s.quit()
+    finally:
+        s.close()
+    stored = [m for m in box.wait_stored(USER, 4) if b"Subject: relayed" in m]
+    assert len(stored) == 1
+    _, received, _ = split_trace(stored[0])
+    assert re.search(rb"\bwith ESMTPSA\b", received), received
+    assert re.search(rb"TLSv1\.[23]", received), received
 
 
 @needs_root

@@ -713,18 +713,35 @@ def test_smtp_state_reset_after_starttls(box):
     try:
         r = c.ehlo()
         assert "STARTTLS" in c.keywords(r)
-        c.expect("MAIL FROM:<carol@example.org>", 250)
-        # STARTTLS in the middle of a transaction: RFC 3207 §4 allows it to be
-        # refused; when it is accepted the transaction must be gone.
-        c.expect("RSET", 250)
         assert c.cmd("STARTTLS").code == 220
         c.starttls(p.tls_context())
+        # RFC 3207 §4.2: everything learnt before TLS is forgotten, the
+        # EHLO included.
         r = c.cmd("MAIL FROM:<carol@example.org>")
         assert r.code == 503, r
         r = c.ehlo()
         assert "STARTTLS" not in c.keywords(r)
         r = c.cmd("STARTTLS")
         assert r.code == 503, r  # TLS is already active
+        c.expect("MAIL FROM:<carol@example.org>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+    finally:
+        c.close()
+
+
+def test_smtp_starttls_after_the_first_mail_is_refused(box):
+    """TLS is the login worker's, and the first MAIL moves the session to a
+    mail worker (DESIGN §3): from there STARTTLS is a bad sequence (RFC 3207
+    §4 lets a server refuse it), no longer offered, and the session goes on
+    in the clear."""
+    p, _ = box
+    c = p.smtp()
+    try:
+        c.ehlo()
+        c.expect("MAIL FROM:<carol@example.org>", 250)
+        c.expect("RSET", 250)
+        c.expect("STARTTLS", 503, "5.5.1")
+        assert "STARTTLS" not in c.keywords(c.ehlo())
         c.expect("MAIL FROM:<carol@example.org>", 250)
         c.expect(f"RCPT TO:<{USER}>", 250)
     finally:
