@@ -11,8 +11,9 @@
  * should see "not there", as it would in the empty chroot anyway.
  *
  * Mail workers and the auth process (as run_as) also work with files: the
- * Maildirs, the directory (SQLite, or PostgreSQL over the network), and
- * listening sockets. Their list adds those calls and nothing that changes
+ * Maildirs and the directory (SQLite, or PostgreSQL over the network).
+ * Neither makes a listening socket (the master made every one). Their list
+ * adds those calls and nothing that changes
  * who the process is or what it runs: no exec, no ptrace, no mount, no
  * set*id, no new namespaces. A call outside it fails with EPERM instead of
  * killing the process, which holds the sessions of many users: a library
@@ -85,8 +86,6 @@ static const char *const allowed_files[] = {
     "ftruncate", "truncate", "fallocate", "fchmod", "fchmodat", "chmod", "fchown", "fchownat",
     "umask", "utimensat", "getcwd", "chdir", "fchdir", "fadvise64", "copy_file_range", "sendfile",
     "msync", "mincore",
-    /* listening sockets (LMTP, SMTP, the auth socket) */
-    "bind", "listen",
     /* the pool's background thread at a low priority; resource use */
     "setpriority", "getpriority", "getrusage", "times", "sysinfo", "getresuid", "getresgid",
     "getgroups"};
