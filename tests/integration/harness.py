@@ -521,6 +521,25 @@ def comm_of(pid):
         return ""
 
 
+def status_of(pid):
+    """/proc/PID/status as a dict (pid may also be "PID/task/TID")."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def socket_inodes(pid):
+    """The sockets pid holds open, as their /proc link names ("socket:[N]")."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target)
+    return out
+
+
 # The name the auth process gives itself (prctl PR_SET_NAME).
 AUTH_COMM = "pillar-auth"
 

@@ -32,6 +32,8 @@ from harness import (
     is_root,
     pid_alive,
     simple_message,
+    socket_inodes,
+    status_of,
     wait_for,
 )
 from test_auth import APOP_TS, B64, plain, pop3_auth, pop3_scram, smtp_auth, smtp_scram
@@ -58,23 +60,6 @@ def the_auth_process(p):
     procs = wait_for(lambda: p.auth_processes(), 10, "an auth process")
     assert len(procs) == 1, f"expected one auth process, found {procs}"
     return procs[0]
-
-
-def status_of(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
-def socket_inodes(pid):
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target)
-    return out
 
 
 def listening_inode(port):

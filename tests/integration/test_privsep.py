@@ -16,14 +16,10 @@ import subprocess
 
 import pytest
 
-from harness import PASSWORD, PILLAR_BIN, USER, is_root, split_trace, wait_for
+from harness import (PASSWORD, PILLAR_BIN, USER, is_root, socket_inodes, split_trace,
+                     status_of, wait_for)
 
 needs_root = pytest.mark.skipif(not is_root(), reason="the drop and the chroot need root")
-
-
-def status_of(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 def ids(pid):
@@ -186,29 +182,17 @@ def test_pillar_who_and_kick_over_tls(box):
 
 
 def listening_sockets():
-    """Inodes of every listening TCP and unix socket."""
+    """Every listening TCP and unix socket ("socket:[N]")."""
     inodes = set()
     for table in ("tcp", "tcp6"):
         with open(f"/proc/net/{table}") as f:
             next(f)
-            inodes |= {row.split()[9] for row in f if row.split()[3] == "0A"}
+            inodes |= {f"socket:[{row.split()[9]}]" for row in f if row.split()[3] == "0A"}
     with open("/proc/net/unix") as f:
         next(f)
         # Flags 00010000: __SO_ACCEPTCON, a socket that listen() was called on.
-        inodes |= {row.split()[6] for row in f if row.split()[3] == "00010000"}
+        inodes |= {f"socket:[{row.split()[6]}]" for row in f if row.split()[3] == "00010000"}
     return inodes
-
-
-def sockets_of(pid):
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[len("socket:["):-1])
-    return out
 
 
 def test_only_login_workers_accept_and_only_they_ask_the_auth_process(box):
@@ -217,9 +201,9 @@ def test_only_login_workers_accept_and_only_they_ask_the_auth_process(box):
     auth process: it takes clients only from the hand-off."""
     listening = listening_sockets()
     for pid in box.workers("login"):
-        assert len(sockets_of(pid) & listening) >= 4, pid
+        assert len(socket_inodes(pid) & listening) >= 4, pid
     for pid in box.workers("mail"):
-        assert not sockets_of(pid) & listening, pid
+        assert not socket_inodes(pid) & listening, pid
     log = box.log()
     for pid in box.workers("login"):
         assert re.search(rf"event=auth-client pid={pid} ", log), pid
