@@ -86,6 +86,7 @@ struct authd {
 	struct event *accept_ev, *accept_backoff, *sweep;
 	uid_t uids[AUTHD_MAX_UIDS];
 	size_t nuids;
+	uint64_t sasl_idle_ms;
 	struct authd_conn *conns;
 	size_t nconns;
 	bool draining;
@@ -637,13 +638,15 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 	struct authd *d = arg;
 
 	for (struct authd_conn *c = d->conns; c != NULL; c = c->next)
-		sasl_free_idle(c, AUTHD_SASL_IDLE_MS);
+		sasl_free_idle(c, d->sasl_idle_ms);
 }
 
 struct authd *authd_new(struct event_base *base, struct pool *pool, const struct authd_params *p)
 {
 	struct authd *d = xcalloc(1, sizeof(*d));
-	struct timeval sweep = {AUTHD_SWEEP_MS / 1000, 0};
+	d->sasl_idle_ms = p->sasl_idle_ms != 0 ? p->sasl_idle_ms : AUTHD_SASL_IDLE_MS;
+	uint64_t every = p->sasl_idle_ms != 0 ? d->sasl_idle_ms / 10 : AUTHD_SWEEP_MS;
+	struct timeval sweep = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
 
 	d->base = base;
 	d->pool = pool;

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct config;
@@ -45,6 +46,9 @@ struct authd_params {
 	int listen_fd; /* from authp_listen; taken over */
 	uid_t uids[AUTHD_MAX_UIDS];
 	size_t nuids;
+	/* For tests: the SASL idle limit, checked every sasl_idle_ms / 10
+	 * (0: AUTHD_SASL_IDLE_MS, checked every minute). */
+	uint64_t sasl_idle_ms;
 };
 
 /* The process: drop to run_as (when root), die with the master, no new

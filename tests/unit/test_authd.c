@@ -34,6 +34,8 @@
 #define RFC_TIMESTAMP "<1896.697170952@dbc.mtview.ca.us>"
 #define RFC_SECRET    "tanstaaf"
 #define RFC_DIGEST    "c4c9334bac560ecc979e58001b3e22fb"
+/* The auth process's SASL idle limit here, instead of 10 minutes. */
+#define SASL_IDLE_MS 1500
 
 struct fixture {
 	char dir[64];
@@ -82,7 +84,7 @@ static struct fixture *new_fixture(bool allow_us)
 	fx->base = event_base_new();
 	/* One thread: it takes slow jobs too, and a test can hold it. */
 	fx->pool = pool_new(fx->base, 1);
-	struct authd_params p = {.cfg = fx->cfg, .nuids = 1};
+	struct authd_params p = {.cfg = fx->cfg, .nuids = 1, .sasl_idle_ms = SASL_IDLE_MS};
 	p.uids[0] = allow_us ? geteuid() : geteuid() + 12345;
 	p.listen_fd = authp_listen(&fx->addr, &err);
 	if (p.listen_fd < 0)
@@ -314,6 +316,30 @@ static void test_sasl_plain_and_login(void **state)
 	authc_sasl_free(&s);
 	run_for(fx, 20);
 	assert_int_equal(authc_pending(fx->authc), 0);
+}
+
+/* A SASL exchange left without a step for the idle limit is forgotten
+ * (the fixture's limit is SASL_IDLE_MS); one that goes on in time is not. */
+static void test_sasl_idle_expires(void **state)
+{
+	struct fixture *fx = *state;
+	const char *err;
+	char *name = base64_encode(USER, strlen(USER));
+
+	struct authc_sasl *idle = authc_sasl_new(fx->authc, "LOGIN", NULL, 0, &err);
+	struct authc_sasl *busy = authc_sasl_new(fx->authc, "LOGIN", NULL, 0, &err);
+	assert_int_equal(step(fx, idle, NULL), SASL_CONTINUE);
+	assert_int_equal(step(fx, busy, NULL), SASL_CONTINUE);
+	/* busy answers within the limit; idle stays silent past it. */
+	run_for(fx, SASL_IDLE_MS * 2 / 3);
+	assert_int_equal(step(fx, busy, name), SASL_CONTINUE);
+	run_for(fx, SASL_IDLE_MS * 2 / 3);
+	assert_int_equal(step(fx, busy, "d3Jvbmc="), SASL_FAILED);
+	assert_int_equal(step(fx, idle, name), SASL_MALFORMED);
+	assert_string_equal(authc_sasl_error(idle), "unknown or expired SASL session");
+	authc_sasl_free(&idle);
+	authc_sasl_free(&busy);
+	free(name);
 }
 
 static void test_sasl_refused_here(void **state)
@@ -614,6 +640,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_apop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sasl_plain_and_login, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sasl_idle_expires, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sasl_refused_here, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stranger, setup_stranger, teardown),
