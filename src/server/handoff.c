@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/config.h"
 #include "core/env.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -391,11 +392,15 @@ static int handoff_send(struct worker_env *env, const struct session_handoff *h)
 		    send_or_queue(ho, fd, &rec, in) < 0) {
 			/* The connection is gone from under the login already:
 			 * say why on the socket itself before closing it. */
-			static const char pop3[] =
-			    "-ERR [SYS/TEMP] cannot open the mailbox, try again later\r\n";
-			static const char smtp[] =
-			    "421 4.3.0 cannot take mail now, try again later\r\n";
-			const char *msg = h->proto == HANDOFF_POP3 ? pop3 : smtp;
+			char msg[320];
+			if (h->proto == HANDOFF_POP3)
+				snprintf(msg, sizeof(msg),
+				         "-ERR [SYS/TEMP] cannot open the "
+				         "mailbox, try again later\r\n");
+			else
+				snprintf(msg, sizeof(msg),
+				         "421 4.3.0 %s cannot take mail now, try again later\r\n",
+				         env->cfg->hostname);
 			(void)send(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
 			close(fd);
 		}

@@ -121,6 +121,7 @@ static void session_line(void *ctx, char *line, size_t len)
 		smtp_sasl_line(s, line, len);
 		return;
 	}
+	/* Any line that parses fits (SMTP_PARSE_TOO_LONG beyond). */
 	if (!s->mail_side && len < sizeof(mail))
 		memcpy(mail, line, len + 1);
 	enum smtp_parse_result r = smtp_parse(line, len, utf8, &cmd);
@@ -167,7 +168,7 @@ static void session_line(void *ctx, char *line, size_t len)
 		smtp_count_error(s);
 		return;
 	}
-	if (cmd.verb == SMTP_VERB_MAIL && !s->mail_side && len < sizeof(mail)) {
+	if (cmd.verb == SMTP_VERB_MAIL && !s->mail_side) {
 		hand_off(s, mail, len);
 		return;
 	}
