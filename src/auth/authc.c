@@ -86,6 +86,7 @@ struct authc_sasl {
 	char login_name[DIR_ADDRESS_MAX + 1];
 	char error[AUTHP_ERROR_MAX + 1];
 	char mech_name[AUTHP_MECH_MAX + 1];
+	uint8_t ticket[TICKET_SIZE];
 };
 
 static void schedule(struct authc *c);
@@ -349,6 +350,10 @@ static int take_reply(struct authc_req *r, const struct authp_msg *m)
 			return -1;
 		if ((m->result == AUTH_OK || m->result == AUTH_LOCKED) && m->address == NULL)
 			return -1;
+		if ((m->result == AUTH_OK) != (m->ticket_len == TICKET_SIZE))
+			return -1;
+		if (m->result == AUTH_OK)
+			memcpy(v->ticket, m->ticket, TICKET_SIZE);
 		v->result = (enum auth_result)m->result;
 		snprintf(v->address, sizeof(v->address), "%s",
 		         m->address != NULL ? m->address : "");
@@ -357,7 +362,8 @@ static int take_reply(struct authc_req *r, const struct authp_msg *m)
 		return 0;
 	}
 	if (m->type != AUTHP_SASL_REPLY || (m->result == SASL_CONTINUE) != (m->out != NULL) ||
-	    ((m->result == SASL_OK || m->result == SASL_LOCKED) && m->address == NULL))
+	    ((m->result == SASL_OK || m->result == SASL_LOCKED) && m->address == NULL) ||
+	    (m->result == SASL_OK) != (m->ticket_len == TICKET_SIZE))
 		return -1;
 	struct authc_sasl *s = r->sasl;
 	if (s == NULL)
@@ -371,6 +377,8 @@ static int take_reply(struct authc_req *r, const struct authp_msg *m)
 	copy_opt(s->user, sizeof(s->user), m->address, &s->have_user);
 	copy_opt(s->login_name, sizeof(s->login_name), m->login_name, &s->have_login_name);
 	copy_opt(s->error, sizeof(s->error), m->error, &s->have_error);
+	if (m->ticket_len == TICKET_SIZE)
+		memcpy(s->ticket, m->ticket, TICKET_SIZE);
 	snprintf(s->mech_name, sizeof(s->mech_name), "%s", m->mech);
 	return 0;
 }
@@ -744,6 +752,11 @@ const char *authc_sasl_challenge(const struct authc_sasl *s)
 const char *authc_sasl_user(const struct authc_sasl *s)
 {
 	return s->have_user ? s->user : NULL;
+}
+
+const uint8_t *authc_sasl_ticket(const struct authc_sasl *s)
+{
+	return s->result == SASL_OK ? s->ticket : NULL;
 }
 
 const char *authc_sasl_login_name(const struct authc_sasl *s)

@@ -28,6 +28,7 @@
 
 #include "auth/authproto.h"
 #include "auth/sasl.h"
+#include "auth/ticket.h"
 #include "auth/verify.h"
 #include "directory/directory.h"
 
@@ -63,6 +64,7 @@ struct authc_verify {
 	enum auth_result result;
 	char address[DIR_ADDRESS_MAX + 1]; /* canonical, on AUTH_OK/AUTH_LOCKED */
 	char error[AUTHP_ERROR_MAX + 1];   /* why, on AUTH_TEMPFAIL (for the log) */
+	uint8_t ticket[TICKET_SIZE];       /* on AUTH_OK: for the hand-off */
 };
 
 /* Check a user name and password (auth_verify_work in the auth process).
@@ -102,6 +104,8 @@ const char *authc_sasl_challenge(const struct authc_sasl *s);
  * is for the log), sasl_error and sasl_mech_name. */
 const char *authc_sasl_user(const struct authc_sasl *s);
 const char *authc_sasl_login_name(const struct authc_sasl *s);
+/* On SASL_OK: the auth process's ticket for the user (auth/ticket.h). */
+const uint8_t *authc_sasl_ticket(const struct authc_sasl *s);
 const char *authc_sasl_error(const struct authc_sasl *s);
 const char *authc_sasl_mech_name(const struct authc_sasl *s);
 

@@ -24,6 +24,7 @@
 #include "auth/apop.h"
 #include "auth/authproto.h"
 #include "auth/sasl.h"
+#include "auth/ticket.h"
 #include "auth/verify.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -80,6 +81,7 @@ struct authd {
 	struct event_base *base;
 	struct pool *pool;
 	const struct config *cfg;
+	uint8_t ticket_key[TICKET_KEY_LEN];
 	/* auth_verify_finish jobs queued or running in the background. */
 	atomic_uint finishing;
 	int listen_fd;
@@ -317,10 +319,16 @@ static void verify_done(void *arg)
 		const char *address = j->pass != NULL ? j->pass->address : j->apop->address;
 		const char *error = j->pass != NULL ? j->pass->error : j->apop->error;
 		char error_buf[AUTHP_ERROR_MAX + 1];
+		uint8_t ticket[TICKET_SIZE];
 
 		m.result = result;
 		if (result == AUTH_OK || result == AUTH_LOCKED)
 			m.address = address;
+		if (result == AUTH_OK) {
+			ticket_make(d->ticket_key, address, now_ms(), ticket);
+			m.ticket = ticket;
+			m.ticket_len = sizeof(ticket);
+		}
 		if (result == AUTH_TEMPFAIL) {
 			snprintf(error_buf, sizeof(error_buf), "%s",
 			         error != NULL ? error : "unknown error");
@@ -357,6 +365,7 @@ static void step_done(void *arg)
 		struct authp_msg m = {.type = AUTHP_SASL_REPLY, .id = j->id, .result = j->result};
 		char name[DIR_ADDRESS_MAX + 1], error[AUTHP_ERROR_MAX + 1];
 		char user[DIR_ADDRESS_MAX + 1], mech[AUTHP_MECH_MAX + 1];
+		uint8_t ticket[TICKET_SIZE];
 		const char *v;
 
 		/* Copied: the session may be freed before the reply goes. */
@@ -366,6 +375,11 @@ static void step_done(void *arg)
 		if ((v = sasl_user(s->s)) != NULL) {
 			snprintf(user, sizeof(user), "%s", v);
 			m.address = user;
+			if (j->result == SASL_OK) {
+				ticket_make(c->d->ticket_key, user, now_ms(), ticket);
+				m.ticket = ticket;
+				m.ticket_len = sizeof(ticket);
+			}
 		}
 		/* The name is client text for a log line: an address is the
 		 * most it can usefully be. */
@@ -644,6 +658,10 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 struct authd *authd_new(struct event_base *base, struct pool *pool, const struct authd_params *p)
 {
 	struct authd *d = xcalloc(1, sizeof(*d));
+	if (p->ticket_key != NULL)
+		memcpy(d->ticket_key, p->ticket_key, sizeof(d->ticket_key));
+	else /* tickets nobody else can check: one process plays every part */
+		random_bytes(d->ticket_key, sizeof(d->ticket_key));
 	d->sasl_idle_ms = p->sasl_idle_ms != 0 ? p->sasl_idle_ms : AUTHD_SASL_IDLE_MS;
 	uint64_t every = p->sasl_idle_ms != 0 ? d->sasl_idle_ms / 10 : AUTHD_SWEEP_MS;
 	struct timeval sweep = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
@@ -697,6 +715,7 @@ void authd_free(struct authd **dp)
 	event_free(d->sweep);
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
+	OPENSSL_cleanse(d->ticket_key, sizeof(d->ticket_key));
 	free(d);
 	*dp = NULL;
 }

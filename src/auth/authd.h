@@ -46,6 +46,9 @@ struct authd_params {
 	int listen_fd; /* from authp_listen; taken over */
 	uid_t uids[AUTHD_MAX_UIDS];
 	size_t nuids;
+	/* The key of login tickets (auth/ticket.h), TICKET_KEY_LEN octets;
+	 * NULL: a random one. */
+	const uint8_t *ticket_key;
 	/* For tests: the SASL idle limit, checked every sasl_idle_ms / 10
 	 * (0: AUTHD_SASL_IDLE_MS, checked every minute). */
 	uint64_t sasl_idle_ms;

@@ -13,6 +13,7 @@
 
 #include "auth/apop.h"
 #include "auth/sasl.h"
+#include "auth/ticket.h"
 #include "auth/verify.h"
 #include "directory/directory.h"
 
@@ -43,6 +44,7 @@ enum slot {
 	S_ADDRESS,
 	S_LOGIN_NAME,
 	S_ERROR,
+	S_TICKET,
 };
 
 struct field {
@@ -51,7 +53,7 @@ struct field {
 	uint16_t max; /* string: characters without the NUL; u32: largest value */
 };
 
-#define MAX_FIELDS 6
+#define MAX_FIELDS 7
 
 static const struct layout {
 	uint16_t type;
@@ -73,18 +75,20 @@ static const struct layout {
     {AUTHP_SASL_STEP, 2, {{K_U32, S_SESSION, 0}, {K_OPT, S_IN, SASL_B64_MAX}}},
     {AUTHP_SASL_END, 1, {{K_U32, S_SESSION, 0}}},
     {AUTHP_VERIFY_REPLY,
-     3,
+     4,
      {{K_U32, S_RESULT, AUTH_TEMPFAIL},
       {K_OPT, S_ADDRESS, DIR_ADDRESS_MAX},
-      {K_OPT, S_ERROR, AUTHP_ERROR_MAX}}},
+      {K_OPT, S_ERROR, AUTHP_ERROR_MAX},
+      {K_BYTES, S_TICKET, TICKET_SIZE}}},
     {AUTHP_SASL_REPLY,
-     6,
+     7,
      {{K_U32, S_RESULT, SASL_MALFORMED},
       {K_OPT, S_OUT, SASL_B64_MAX},
       {K_OPT, S_ADDRESS, DIR_ADDRESS_MAX},
       {K_OPT, S_LOGIN_NAME, DIR_ADDRESS_MAX},
       {K_OPT, S_ERROR, AUTHP_ERROR_MAX},
-      {K_STR, S_MECH, AUTHP_MECH_MAX}}},
+      {K_STR, S_MECH, AUTHP_MECH_MAX},
+      {K_BYTES, S_TICKET, TICKET_SIZE}}},
 };
 #define NLAYOUTS (sizeof(layouts) / sizeof(layouts[0]))
 
@@ -133,6 +137,12 @@ static const char **str_slot(struct authp_msg *m, enum slot s)
 static uint32_t *u32_slot(struct authp_msg *m, enum slot s)
 {
 	return s == S_SESSION ? &m->session : &m->result;
+}
+
+static const uint8_t **bytes_slot(struct authp_msg *m, enum slot s, size_t **len_r)
+{
+	*len_r = s == S_CB ? &m->cb_len : &m->ticket_len;
+	return s == S_CB ? &m->cb : &m->ticket;
 }
 
 /* ---- encoding ---- */
@@ -192,13 +202,16 @@ int authp_encode(const struct authp_msg *m, uint8_t *buf, size_t size, const cha
 			}
 			put_u32(&w, v);
 		} else if (f->kind == K_BYTES) {
-			if (m->cb_len > f->max || (m->cb == NULL && m->cb_len > 0)) {
-				*error_r = "channel binding too long";
+			size_t *len;
+			const uint8_t *p = *bytes_slot(&copy, f->slot, &len);
+
+			if (*len > f->max || (p == NULL && *len > 0)) {
+				*error_r = "field too long";
 				return -1;
 			}
-			put_u16(&w, (uint16_t)m->cb_len);
-			if (m->cb_len > 0)
-				put(&w, m->cb, m->cb_len);
+			put_u16(&w, (uint16_t)*len);
+			if (*len > 0)
+				put(&w, p, *len);
 		} else {
 			const char *s = *str_slot(&copy, f->slot);
 
@@ -296,8 +309,9 @@ int authp_decode(const uint8_t *buf, size_t len, struct authp_msg *m, const char
 				*error_r = "field too long";
 				return -1;
 			}
-			m->cb = n > 0 ? r.p : NULL;
-			m->cb_len = n;
+			size_t *blen;
+			*bytes_slot(m, f->slot, &blen) = n > 0 ? r.p : NULL;
+			*blen = n;
 		} else if (n == 0) {
 			if (f->kind == K_STR) {
 				*error_r = "required field missing";

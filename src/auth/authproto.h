@@ -27,10 +27,13 @@
  *     AUTHP_SASL_STEP    session, in (optional)               AUTHP_SASL_REPLY
  *     AUTHP_SASL_END     session                              none
  *     AUTHP_VERIFY_REPLY result (enum auth_result), address (optional),
- *                        error (optional)
+ *                        error (optional), ticket (bytes)
  *     AUTHP_SASL_REPLY   result (enum sasl_step), out (optional), address
  *                        (optional), login_name (optional), error
- *                        (optional), mech
+ *                        (optional), mech, ticket (bytes)
+ *
+ * A reply that says a login succeeded carries the auth process's ticket
+ * for it (auth/ticket.h); others carry none.
  *
  * Ids: a request's id is the client's (non-zero, unique among its requests
  * in flight) and the reply carries it back; replies may come in any order.
@@ -90,6 +93,8 @@ struct authp_msg {
 	size_t cb_len;
 	const char *in; /* SASL: the client's base64 line; NULL for none */
 	const char *out, *address, *login_name, *error;
+	const uint8_t *ticket; /* replies: TICKET_SIZE octets, or NULL */
+	size_t ticket_len;
 };
 
 /* Encode m into buf (size bytes). Returns the record's length, or -1 with

@@ -19,6 +19,8 @@ enum handoff_proto { HANDOFF_POP3, HANDOFF_SMTP, HANDOFF_LMTP };
 #define HANDOFF_SID_LEN 12
 /* A mail address or a HELO name (RFC 5321 §4.5.3.1.2: 255 octets). */
 #define HANDOFF_NAME_MAX 255
+/* The auth process's login ticket (auth/ticket.h: TICKET_SIZE). */
+#define HANDOFF_TICKET_SIZE 40
 
 struct session_handoff {
 	struct worker_env *env;
@@ -27,6 +29,9 @@ struct session_handoff {
 	char sid[HANDOFF_SID_LEN + 1];
 	/* POP3: who logged in. SMTP/LMTP: who authenticated ("" if nobody). */
 	char user[HANDOFF_NAME_MAX + 1];
+	/* The auth process's ticket for user; a mail worker takes no record
+	 * that names a user without a valid one. */
+	uint8_t ticket[HANDOFF_TICKET_SIZE];
 	uint64_t connected_ms; /* CLOCK_MONOTONIC, the same in every process */
 	int64_t since;         /* unix time of the connection, for `pillar who` */
 	/* SMTP and LMTP: what the client said before its first MAIL. */

@@ -48,12 +48,15 @@ static void sasl_done(void *arg)
 		snprintf(name, sizeof(name), "%s", authc_sasl_login_name(l->sasl));
 	char mech[32];
 	snprintf(mech, sizeof(mech), "%s", authc_sasl_mech_name(l->sasl));
+	uint8_t ticket[TICKET_SIZE] = {0};
+	if (authc_sasl_ticket(l->sasl) != NULL)
+		memcpy(ticket, authc_sasl_ticket(l->sasl), sizeof(ticket));
 	pop3_sasl_clear(l);
 
 	switch (r) {
 	case SASL_OK:
 		log_info("sid=%s event=sasl mech=%s user=%s", l->sid, mech, user);
-		pop3_login_succeeded(l, user);
+		pop3_login_succeeded(l, user, ticket);
 		break;
 	case SASL_LOCKED:
 		pop3_login_locked(l, user);

@@ -192,18 +192,17 @@ int pop3_login_quit(struct pop3_login *l, const struct pop3_cmd *cmd)
 }
 
 /* What USER/PASS and APOP share once the check is done. */
-static void login_outcome(struct pop3_login *l, enum auth_result result, const char *address,
-                          const char *name, const char *error)
+static void login_outcome(struct pop3_login *l, const struct authc_verify *v, const char *name)
 {
-	switch (result) {
+	switch (v->result) {
 	case AUTH_OK:
-		pop3_login_succeeded(l, address);
+		pop3_login_succeeded(l, v->address, v->ticket);
 		break;
 	case AUTH_LOCKED:
-		pop3_login_locked(l, address);
+		pop3_login_locked(l, v->address);
 		break;
 	case AUTH_TEMPFAIL:
-		pop3_login_tempfail(l, error);
+		pop3_login_tempfail(l, v->error);
 		break;
 	case AUTH_FAILED:
 		pop3_login_failed(l, name);
@@ -219,7 +218,7 @@ static void check_done(void *arg)
 
 	l->check = NULL;
 	if (!pop3_login_job_done(l))
-		login_outcome(l, ck->v.result, ck->v.address, ck->name, ck->v.error);
+		login_outcome(l, &ck->v, ck->name);
 	free(ck);
 }
 
@@ -344,7 +343,7 @@ static void login_delay_done(evutil_socket_t fd, short what, void *arg)
 	login_fail_reply(arg);
 }
 
-void pop3_login_succeeded(struct pop3_login *l, const char *address)
+void pop3_login_succeeded(struct pop3_login *l, const char *address, const uint8_t *ticket)
 {
 	struct session_handoff h;
 
@@ -352,6 +351,7 @@ void pop3_login_succeeded(struct pop3_login *l, const char *address)
 	h.env = l->env;
 	h.conn = l->conn;
 	h.proto = HANDOFF_POP3;
+	memcpy(h.ticket, ticket, sizeof(h.ticket));
 	memcpy(h.sid, l->sid, sizeof(h.sid));
 	snprintf(h.user, sizeof(h.user), "%s", address);
 	h.connected_ms = l->connected_ms;

@@ -39,7 +39,7 @@ struct pop3_login {
  * reply (a failure after auth_failure_delay and the per-address penalty)
  * and resumes or closes the connection. `name` is what the client gave as
  * user name, for the log; address is the canonical mailbox. */
-void pop3_login_succeeded(struct pop3_login *l, const char *address);
+void pop3_login_succeeded(struct pop3_login *l, const char *address, const uint8_t *ticket);
 void pop3_login_failed(struct pop3_login *l, const char *name);
 void pop3_login_locked(struct pop3_login *l, const char *address);
 void pop3_login_tempfail(struct pop3_login *l, const char *error);

@@ -67,7 +67,8 @@ static void spawn(struct master *m, struct authproc *a)
 				close(m->auth[i].listen_fd);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
-		struct authd_params p = {.cfg = m->cfg, .listen_fd = a->listen_fd};
+		struct authd_params p = {
+		    .cfg = m->cfg, .listen_fd = a->listen_fd, .ticket_key = m->ticket_key};
 		p.nuids = allowed_uids(m, p.uids);
 		exit(authd_main(&p));
 	}

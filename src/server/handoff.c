@@ -25,9 +25,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/ticket.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "core/util.h"
 #include "net/conn.h"
 #include "pop3/pop3.h"
@@ -67,6 +69,7 @@ struct handoff_wire {
 	char sid[HANDOFF_SID_LEN + 1];
 	char user[HANDOFF_NAME_MAX + 1];
 	char helo[HANDOFF_NAME_MAX + 1];
+	uint8_t ticket[HANDOFF_TICKET_SIZE];
 	char tls[96];
 };
 
@@ -360,6 +363,7 @@ static void fill_record(struct handoff_wire *rec, const struct session_handoff *
 	memcpy(rec->sid, h->sid, sizeof(rec->sid));
 	memcpy(rec->user, h->user, sizeof(rec->user));
 	memcpy(rec->helo, h->helo, sizeof(rec->helo));
+	memcpy(rec->ticket, h->ticket, sizeof(rec->ticket));
 	rec->connected_ms = h->connected_ms;
 	rec->since = h->since;
 	conn_tls_info(h->conn, rec->tls, sizeof(rec->tls));
@@ -492,6 +496,15 @@ static bool receive_one(struct worker *w, int sock)
 	    rec.sid[HANDOFF_SID_LEN] != '\0' || rec.user[HANDOFF_NAME_MAX] != '\0' ||
 	    rec.helo[HANDOFF_NAME_MAX] != '\0' || rec.tls[sizeof(rec.tls) - 1] != '\0') {
 		log_error("event=handoff-bad reason=malformed-record");
+		close(fd);
+		return true;
+	}
+	/* A user is served only on the auth process's word for it. */
+	if ((rec.proto == HANDOFF_POP3 || rec.user[0] != '\0') &&
+	    !ticket_valid(w->ticket_key, rec.user, rec.ticket, now_ms())) {
+		char safe[HANDOFF_NAME_MAX + 1];
+		log_error("event=handoff-bad reason=bad-ticket user=%s",
+		          text_log_safe(rec.user, safe, sizeof(safe)));
 		close(fd);
 		return true;
 	}

@@ -3,6 +3,7 @@
 #define PILLAR_SERVER_LISTENERS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -38,8 +39,9 @@ void listeners_close(struct listener_set *set, int unlink_paths);
 struct iplimit;
 struct penalty;
 struct tls_ctx;
-/* Login workers accept POP3 and POP3S, log clients in and hand them to
- * mail workers, which serve POP3 after login, SMTP and LMTP (DESIGN §3). */
+/* Login workers accept every connection, log POP3 clients in and take SMTP
+ * and LMTP up to the first MAIL, then hand them to mail workers, which
+ * serve the rest (DESIGN §3). */
 enum worker_role { ROLE_LOGIN, ROLE_MAIL };
 
 struct authp_addr;
@@ -59,6 +61,7 @@ struct worker_params {
 	gid_t login_gid;
 	bool housekeeper;              /* the first mail worker of its generation: Maildir sweeps */
 	const struct authp_addr *auth; /* its generation's auth process */
+	const uint8_t *ticket_key;     /* mail: checks login tickets (auth/ticket.h) */
 };
 int worker_main(const struct worker_params *p);
 

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -66,6 +67,8 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &m->old_mask, NULL);
 		bool login = slot->role == ROLE_LOGIN;
+		if (login)
+			OPENSSL_cleanse(m->ticket_key, sizeof(m->ticket_key));
 		close(m->handoff[login ? 1 : 0]);
 		if (!login && m->jail >= 0)
 			close(m->jail);
@@ -85,6 +88,7 @@ static void spawn_worker(struct master *m, struct worker_slot *slot)
 		    .login_gid = m->login_gid,
 		    .housekeeper = !login && slot->index == 0,
 		    .auth = authproc_addr(m, slot->generation),
+		    .ticket_key = login ? NULL : m->ticket_key,
 		};
 		int status = worker_main(&p);
 		sandbox_exit(status, login && p.jail >= 0);
@@ -533,6 +537,7 @@ int server_run(struct config *cfg, bool foreground)
 	 * generation hand sessions to whichever mail worker is current. */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, m.handoff) < 0)
 		fatal("socketpair: %s", strerror(errno));
+	random_bytes(m.ticket_key, sizeof(m.ticket_key));
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -576,6 +581,7 @@ int server_run(struct config *cfg, bool foreground)
 		close(m.jail);
 	iplimit_destroy(&m.ipl);
 	penalty_destroy(&m.penalty);
+	OPENSSL_cleanse(m.ticket_key, sizeof(m.ticket_key));
 	tls_ctx_free(&m.tls);
 	log_info("stopped");
 	config_free(&m.cfg);

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "auth/authproto.h"
+#include "auth/ticket.h"
 #include "server/listeners.h"
 
 struct config;
@@ -74,6 +75,9 @@ struct master {
 	int control;        /* the control socket, -1 if none */
 	int control_client; /* the client being served, -1 if none */
 	struct authproc auth[AUTHPROC_MAX];
+	/* Login tickets (auth/ticket.h): the auth process makes them, mail
+	 * workers check them; login workers wipe their copy at once. */
+	uint8_t ticket_key[TICKET_KEY_LEN];
 };
 
 /* Re-read the config, certificates and listeners; on success start a new

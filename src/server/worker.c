@@ -221,6 +221,7 @@ int worker_main(const struct worker_params *p)
 		tls_ctx_free(&keys);
 	}
 	w.env.penalty = p->penalty;
+	w.ticket_key = p->ticket_key;
 	w.slot = index;
 	w.env.base = event_base_new();
 	if (w.env.base == NULL)

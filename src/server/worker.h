@@ -34,9 +34,10 @@ struct worker {
 	unsigned slot;
 	struct proxy_net *proxies; /* trusted_proxies, parsed */
 	size_t nproxies;
-	struct pending *pending;  /* connections waiting for their PROXY header */
-	struct handoff *handoff;  /* login workers: to the mail workers */
-	struct event *handoff_rx; /* mail workers: from the login workers */
+	struct pending *pending;   /* connections waiting for their PROXY header */
+	struct handoff *handoff;   /* login workers: to the mail workers */
+	struct event *handoff_rx;  /* mail workers: from the login workers */
+	const uint8_t *ticket_key; /* mail workers: login tickets (auth/ticket.h) */
 	struct worker_listener *listeners;
 	size_t nlisteners;
 	struct event *sig_term, *sig_int, *sig_usr1, *stop_timer;

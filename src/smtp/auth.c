@@ -116,6 +116,8 @@ static void sasl_done(void *arg)
 		snprintf(name, sizeof(name), "%s", authc_sasl_login_name(s->sasl));
 	if ((r == SASL_OK || r == SASL_LOCKED) && authc_sasl_user(s->sasl) != NULL)
 		snprintf(name, sizeof(name), "%s", authc_sasl_user(s->sasl));
+	if (r == SASL_OK)
+		memcpy(s->auth_ticket, authc_sasl_ticket(s->sasl), sizeof(s->auth_ticket));
 	smtp_sasl_clear(s);
 
 	switch (r) {

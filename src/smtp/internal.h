@@ -98,8 +98,9 @@ struct smtp_session {
 	struct authc_sasl *sasl; /* while an exchange runs */
 	unsigned auth_failures;
 	struct event *auth_delay;
-	uint64_t auth_asked_ms;              /* when the credentials being checked arrived */
-	char auth_user[DIR_ADDRESS_MAX + 1]; /* "" until authenticated */
+	uint64_t auth_asked_ms;                   /* when the credentials being checked arrived */
+	char auth_user[DIR_ADDRESS_MAX + 1];      /* "" until authenticated */
+	uint8_t auth_ticket[HANDOFF_TICKET_SIZE]; /* the auth process's, for the hand-off */
 	struct smtp_txn *txn;
 	char helo[SMTP_DOMAIN_MAX + 1];
 	char sid[SMTP_SID_LEN + 1];

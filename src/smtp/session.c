@@ -438,6 +438,7 @@ static void hand_off(struct smtp_session *s, const char *line, size_t len)
 	h.proto = s->lmtp ? HANDOFF_LMTP : HANDOFF_SMTP;
 	memcpy(h.sid, s->sid, sizeof(h.sid));
 	snprintf(h.user, sizeof(h.user), "%s", s->auth_user);
+	memcpy(h.ticket, s->auth_ticket, sizeof(h.ticket));
 	snprintf(h.helo, sizeof(h.helo), "%s", s->helo);
 	h.esmtp = s->esmtp;
 	h.errors = s->errors;

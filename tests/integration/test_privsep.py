@@ -7,12 +7,17 @@ relays. These tests look at the real processes from outside: their ids,
 root directories and open files, what their credentials can reach, and that
 sessions really live in the mail workers."""
 
+import array
+import ctypes
 import json
 import os
 import pwd
 import re
 import signal
+import socket
+import struct
 import subprocess
+import time
 
 import pytest
 
@@ -328,3 +333,83 @@ def test_every_serving_process_runs_under_a_syscall_allow_list(box):
     after = {"login": box.workers("login"), "mail": box.workers("mail"),
              "auth": box.auth_processes()}
     assert after == procs, "a process died"
+
+
+# -- the hand-off record is checked, not trusted ---------------------------------
+
+def handoff_record(proto, user=b"", ticket=b"", inlen=0, sid=b"forgedsid123"):
+    """A hand-off record as a login worker sends it (struct handoff_wire in
+    src/server/handoff.c, x86-64 layout): 832 octets, then inlen of input."""
+    peer = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 40000) + bytes([127, 0, 0, 1])
+    rec = struct.pack("=IBBBBIIII128sQq13s256s256s40s96s",
+                      0x50494C32, 1, proto, 1, 0, 0, 16, inlen, 0,
+                      peer.ljust(128, b"\0"), time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 10**6,
+                      int(time.time()), sid + b"\0", user.ljust(256, b"\0"),
+                      b"client.example.org".ljust(256, b"\0"), ticket.ljust(40, b"\0"), b"\0" * 96)
+    return rec + b"\0" * 3  # the struct's tail padding (8-octet alignment)
+
+
+def steal_handoff_socket(box):
+    """The sending end of the hand-off socket, taken out of a login worker
+    with pidfd_getfd(2): what an attacker who took over a login worker
+    holds. It is the one socket but the listeners that a login worker shares
+    with the master."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    login = box.workers("login")[0]
+    shared = socket_inodes(login) & socket_inodes(box.pid) - listening_sockets()
+    assert len(shared) == 1, shared
+    for fd in os.listdir(f"/proc/{login}/fd"):
+        try:
+            if os.readlink(f"/proc/{login}/fd/{fd}") in shared:
+                break
+        except OSError:
+            pass
+    pidfd = libc.syscall(434, login, 0)  # pidfd_open
+    if pidfd < 0:
+        pytest.skip(f"pidfd_open: {os.strerror(ctypes.get_errno())}")
+    try:
+        stolen = libc.syscall(438, pidfd, int(fd), 0)  # pidfd_getfd
+        if stolen < 0:
+            pytest.skip(f"pidfd_getfd: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=stolen)
+
+
+def hand_off(sock, record, data=b""):
+    """Send a record with one end of a new socketpair; returns our end."""
+    ours, theirs = socket.socketpair()
+    sock.sendmsg([record + data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [theirs.fileno()]))])
+    theirs.close()
+    ours.settimeout(10)
+    return ours
+
+
+@needs_root
+def test_mail_workers_serve_no_user_without_the_auth_process_ticket(box):
+    """A login worker taken over cannot have a mail worker open a mailbox
+    the auth process did not just log in: records that name a user with no
+    valid ticket are dropped (POP3, and SMTP claiming AUTH), while one that
+    names nobody — an SMTP client at its first MAIL — is served, which shows
+    the records were well formed."""
+    sock = steal_handoff_socket(box)
+    try:
+        for proto, ticket in ((0, b""), (0, os.urandom(40)), (1, b"")):
+            c = hand_off(sock, handoff_record(proto, USER.encode(), ticket))
+            assert c.recv(4096) == b"", (proto, ticket)
+            c.close()
+        mail = b"MAIL FROM:<carol@example.org>\r\n"
+        c = hand_off(sock, handoff_record(1, inlen=len(mail)), mail)
+        assert c.recv(4096).startswith(b"250 "), "an SMTP hand-off with no user was not served"
+        c.sendall(b"QUIT\r\n")
+        assert c.recv(4096).startswith(b"221 ")
+        c.close()
+    finally:
+        sock.close()
+    wait_for(lambda: box.log().count("event=handoff-bad reason=bad-ticket") == 3, 10,
+             "three records refused for their ticket")
+    assert f"reason=bad-ticket user={USER}" in box.log()
+    # The real ones still go through.
+    with box.session(USER, PASSWORD) as c:
+        assert c.stat()[0] == 3
+        c.ok("QUIT")

@@ -22,6 +22,7 @@
 #include "auth/base64.h"
 #include "auth/password.h"
 #include "auth/scram.h"
+#include "auth/ticket.h"
 #include "core/config.h"
 #include "core/pool.h"
 #include "core/util.h"
@@ -34,6 +35,8 @@
 #define RFC_TIMESTAMP "<1896.697170952@dbc.mtview.ca.us>"
 #define RFC_SECRET    "tanstaaf"
 #define RFC_DIGEST    "c4c9334bac560ecc979e58001b3e22fb"
+/* The key the fixture's auth process makes its login tickets with. */
+static const uint8_t ticket_key[TICKET_KEY_LEN] = "0123456789abcdef0123456789abcde";
 /* The auth process's SASL idle limit here, instead of 10 minutes. */
 #define SASL_IDLE_MS 1500
 
@@ -84,7 +87,8 @@ static struct fixture *new_fixture(bool allow_us)
 	fx->base = event_base_new();
 	/* One thread: it takes slow jobs too, and a test can hold it. */
 	fx->pool = pool_new(fx->base, 1);
-	struct authd_params p = {.cfg = fx->cfg, .nuids = 1, .sasl_idle_ms = SASL_IDLE_MS};
+	struct authd_params p = {
+	    .cfg = fx->cfg, .nuids = 1, .sasl_idle_ms = SASL_IDLE_MS, .ticket_key = ticket_key};
 	p.uids[0] = allow_us ? geteuid() : geteuid() + 12345;
 	p.listen_fd = authp_listen(&fx->addr, &err);
 	if (p.listen_fd < 0)
@@ -208,6 +212,9 @@ static void test_pass(void **state)
 	pass(fx, "Alice@Example.TEST", PASSWORD, &v);
 	assert_int_equal(v.result, AUTH_OK);
 	assert_string_equal(v.address, USER);
+	/* With a ticket for the canonical address, and for no one else. */
+	assert_true(ticket_valid(ticket_key, USER, v.ticket, now_ms()));
+	assert_false(ticket_valid(ticket_key, "bob@example.test", v.ticket, now_ms()));
 	pass(fx, USER, "wrong", &v);
 	assert_int_equal(v.result, AUTH_FAILED);
 	assert_string_equal(v.address, "");
@@ -232,6 +239,7 @@ static void test_apop(void **state)
 	run_until(fx, &done, 1);
 	assert_int_equal(v.result, AUTH_OK);
 	assert_string_equal(v.address, USER);
+	assert_true(ticket_valid(ticket_key, USER, v.ticket, now_ms()));
 	authc_apop(fx->authc, USER, RFC_TIMESTAMP, "c4c9334bac560ecc979e58001b3e22fc", &v,
 	           count_done, &done);
 	run_until(fx, &done, 2);
@@ -283,6 +291,7 @@ static void test_sasl_plain_and_login(void **state)
 	assert_string_equal(authc_sasl_challenge(s), "");
 	assert_int_equal(step(fx, s, b64), SASL_OK);
 	assert_string_equal(authc_sasl_user(s), USER);
+	assert_true(ticket_valid(ticket_key, USER, authc_sasl_ticket(s), now_ms()));
 	assert_string_equal(authc_sasl_login_name(s), USER);
 	assert_null(authc_sasl_challenge(s));
 	/* Over: another step is refused, as in process. */

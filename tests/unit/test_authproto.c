@@ -15,6 +15,7 @@
 #include "auth/apop.h"
 #include "auth/authproto.h"
 #include "auth/sasl.h"
+#include "auth/ticket.h"
 #include "auth/verify.h"
 #include "directory/directory.h"
 
@@ -142,6 +143,19 @@ static void test_round_trip_replies(void **state)
 	assert_int_equal(d.result, AUTH_LOCKED);
 	assert_string_equal(d.address, "alice@example.test");
 	assert_null(d.error);
+	assert_null(d.ticket);
+	assert_int_equal(d.ticket_len, 0);
+
+	/* A success carries its ticket, octet for octet. */
+	uint8_t ticket[TICKET_SIZE];
+	for (size_t i = 0; i < sizeof(ticket); i++)
+		ticket[i] = (uint8_t)(i * 7);
+	m.result = AUTH_OK;
+	m.ticket = ticket;
+	m.ticket_len = sizeof(ticket);
+	decode_ok((size_t)encode(&m), &d);
+	assert_int_equal(d.ticket_len, TICKET_SIZE);
+	assert_memory_equal(d.ticket, ticket, TICKET_SIZE);
 
 	memset(&m, 0, sizeof(m));
 	m.type = AUTHP_SASL_REPLY;
@@ -223,9 +237,15 @@ static void test_bounds_fit(void **state)
 	m.login_name = m.address;
 	m.error = fill(err, AUTHP_ERROR_MAX, 'e');
 	m.mech = fill(mech, AUTHP_MECH_MAX, 'M');
+	static uint8_t ticket[TICKET_SIZE + 1];
+	m.ticket = ticket;
+	m.ticket_len = TICKET_SIZE;
 	int n = authp_encode(&m, big, AUTHP_MSG_MAX, &e);
 	assert_true(n > 0);
 	assert_true(n < 4096);
+	m.ticket_len = TICKET_SIZE + 1;
+	assert_int_equal(authp_encode(&m, big, AUTHP_MSG_MAX, &e), -1);
+	m.ticket_len = TICKET_SIZE;
 	m.error = fill(err, AUTHP_ERROR_MAX + 1, 'e');
 	assert_int_equal(authp_encode(&m, big, AUTHP_MSG_MAX, &e), -1);
 
@@ -396,6 +416,7 @@ static void test_decode_malformed(void **state)
 	n = put_str(n, "", 0);
 	n = put_str(n, "", 0);
 	n = put_str(n, "X\0", 2);
+	n = put_str(n, "", 0); /* no ticket */
 	decode_bad(n, "value out of range");
 	/* the same with a valid result decodes */
 	put32(buf + 8, SASL_FAILED);
