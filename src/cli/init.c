@@ -105,8 +105,9 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "\n"
 	        "# Account the server runs as after binding its ports (when started as root).\n"
 	        "run_as = %s\n"
-	        "# Account of the POP3 login workers, which greet clients and take their\n"
-	        "# passwords locked in <state_dir>/empty, with no access to mail.\n"
+	        "# Account of the login workers, which greet every client and take its\n"
+	        "# password (or SMTP's EHLO, STARTTLS and AUTH), locked in\n"
+	        "# <state_dir>/empty with no access to mail.\n"
 	        "# login_as = " DEFAULT_LOGIN_USER "\n"
 	        "\n"
 	        "# Listeners (lists): ADDR:PORT, [IPv6]:PORT, *:PORT or unix:/PATH.\n"
@@ -573,7 +574,7 @@ int cli_init(int argc, char **argv)
 	status = pick_run_as(o.run_as, &run_as, &uid, &gid);
 	if (status != 0)
 		goto fail;
-	/* The POP3 login workers' own account (login_as, default). */
+	/* The login workers' own account (login_as, default). */
 	uid_t login_uid;
 	gid_t login_gid;
 	const char *login_err;

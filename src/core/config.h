@@ -33,7 +33,7 @@ struct config {
 	char *directory; /* "sqlite" or a postgresql:// URL */
 	char *hostname;  /* default: the system's host name */
 	char *run_as;    /* default "pillar" */
-	char *login_as;  /* default "pillar-login": POP3 login workers */
+	char *login_as;  /* default "pillar-login": the login workers */
 	struct strlist pop3_listen, pop3s_listen, smtp_listen, lmtp_listen;
 	/* Lists, paired in order: several certificates are chosen among by
 	 * the client's SNI name; the first is the default. */
