@@ -27,6 +27,7 @@
 #include "auth/ticket.h"
 #include "auth/verify.h"
 #include "core/config.h"
+#include "directory/directory.h"
 #include "core/log.h"
 #include "core/pool.h"
 #include "core/priv.h"
@@ -758,8 +759,10 @@ int authd_main(const struct authd_params *p)
 	struct authd_proc ap = {0};
 	const char *error;
 
-	if (priv_drop(cfg->run_as, &error) < 0)
-		fatal("auth process: cannot drop privileges to %s: %s", cfg->run_as, error);
+	if (priv_drop(cfg->auth_as, &error) < 0)
+		fatal("auth process: cannot drop privileges to %s: %s", cfg->auth_as, error);
+	/* The secrets, and nothing of the mailboxes. */
+	dir_open_only(DIR_SECRETS);
 	/* As a worker: it must not outlive the master. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() == 1)

@@ -249,6 +249,15 @@ static void check_dirs(const struct config *cfg)
 	else if (known && login_uid == uid)
 		warn(cfg, "login_as", "%s is also run_as: login workers could read the mail",
 		     cfg->login_as);
+	uid_t auth_uid;
+	gid_t auth_gid;
+	if (priv_lookup(cfg->auth_as, &auth_uid, &auth_gid, &err) < 0)
+		warn(cfg, "auth_as", "%s: %s%s", cfg->auth_as, err,
+		     geteuid() == 0 ? ": pillar serve will refuse to start" : "");
+	else if (known && auth_uid == uid && geteuid() == 0)
+		warn(cfg, "auth_as",
+		     "%s is also run_as: mail workers could read the password hashes",
+		     cfg->auth_as);
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		struct stat st;
 		int r;

@@ -88,15 +88,19 @@ int cli_admin_open_kicker(const char *conf_path, struct config **cfg_r, struct d
 			status = EX_CONFIG;
 			goto fail;
 		}
-		if (priv_drop((*cfg_r)->run_as, &err) < 0) {
-			cli_err("cannot become %s: %s", (*cfg_r)->run_as, err);
-			status = EX_OSERR;
-			goto fail;
-		}
 	}
+	/* As root the directory opens first: its secrets are auth_as's
+	 * alone, and an open SQLite connection keeps its files (the -wal and
+	 * -shm too, opened by the schema check) after root is gone. */
 	if (dir_open(*cfg_r, false, dir_r, &err) < 0) {
 		cli_err("%s", err);
 		status = strstr(err, "not supported") != NULL ? EX_CONFIG : EX_UNAVAILABLE;
+		goto fail;
+	}
+	if (geteuid() == 0 && priv_drop((*cfg_r)->run_as, &err) < 0) {
+		cli_err("cannot become %s: %s", (*cfg_r)->run_as, err);
+		dir_close(dir_r);
+		status = EX_OSERR;
 		goto fail;
 	}
 	return 0;

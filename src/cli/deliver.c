@@ -383,6 +383,8 @@ int cli_deliver(int argc, char **argv)
 		}
 	}
 
+	/* Delivery needs the mailboxes, never their secrets. */
+	dir_open_only(DIR_MAILBOXES);
 	status = cli_admin_open(conf, &cfg, &dir);
 	if (status != 0) {
 		free(rcpts);

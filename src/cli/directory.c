@@ -49,8 +49,9 @@ static bool is_postgresql(const char *s)
 	       strncmp(s, "postgres://", strlen("postgres://")) == 0;
 }
 
-/* As root, become run_as before opening anything in the state dir (as
- * cli_admin_open does), so no root-owned file appears there. */
+/* As root, become run_as once the directory is open (as cli_admin_open
+ * does): root opens what is auth_as's, and SQLite gives the files it makes
+ * as root to the database's owner. */
 static int drop_root(const struct config *cfg)
 {
 	const char *err;
@@ -124,9 +125,6 @@ int cli_directory(int argc, char **argv)
 	status = cli_load_config(conf, &cfg);
 	if (status != 0)
 		return status;
-	status = drop_root(cfg);
-	if (status != 0)
-		goto out;
 	/* SQLite migrates a database that exists on every open; its file is
 	 * made by pillar init, not here, so a mistyped state_dir is not
 	 * silently given an empty directory. PostgreSQL's tables are made
@@ -134,6 +132,11 @@ int cli_directory(int argc, char **argv)
 	if (dir_open(cfg, is_postgresql(cfg->directory), &dir, &err) < 0) {
 		cli_err("%s", err);
 		status = EX_UNAVAILABLE;
+		goto out;
+	}
+	status = drop_root(cfg);
+	if (status != 0) {
+		dir_close(&dir);
 		goto out;
 	}
 	printf("directory (%s) is up to date\n", dir_backend_name(dir));
@@ -290,9 +293,6 @@ int cli_migrate_directory(int argc, char **argv)
 	status = cli_load_config(conf, &cfg);
 	if (status != 0)
 		return status;
-	status = drop_root(cfg);
-	if (status != 0)
-		goto out;
 	/* The config as it is, but for the directory. */
 	from_cfg = *cfg;
 	from_cfg.directory = (char *)from_spec;
@@ -308,6 +308,10 @@ int cli_migrate_directory(int argc, char **argv)
 		status = EX_UNAVAILABLE;
 		goto out;
 	}
+	/* Both open (a SQLite source's secrets are auth_as's alone). */
+	status = drop_root(cfg);
+	if (status != 0)
+		goto out;
 	if (dir_transfer_begin(c.to, &err) < 0) {
 		cli_err("%s", err);
 		status = EX_UNAVAILABLE;

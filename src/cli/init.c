@@ -42,6 +42,7 @@
 #define DEMO_PASSWORD_LEN   16
 #define DEFAULT_SYSTEM_USER "pillar"
 #define DEFAULT_LOGIN_USER  "pillar-login"
+#define DEFAULT_AUTH_USER   "pillar-auth"
 #define DEMO_POP3_LISTEN    "127.0.0.1:1110"
 #define DEMO_POP3S_LISTEN   "127.0.0.1:1995"
 #define DEMO_SMTP_LISTEN    "127.0.0.1:2525"
@@ -109,6 +110,9 @@ static void write_config(FILE *f, const char *state_dir, const char *run_as, con
 	        "# password (or SMTP's EHLO, STARTTLS and AUTH), locked in\n"
 	        "# <state_dir>/empty with no access to mail.\n"
 	        "# login_as = " DEFAULT_LOGIN_USER "\n"
+	        "# Account of the auth process, which alone reads the password hashes\n"
+	        "# (with the sqlite directory: <state_dir>/auth/secrets.db, its own).\n"
+	        "# auth_as = " DEFAULT_AUTH_USER "\n"
 	        "\n"
 	        "# Listeners (lists): ADDR:PORT, [IPv6]:PORT, *:PORT or unix:/PATH.\n"
 	        "# This instance listens on loopback only, on unprivileged ports; a\n"
@@ -312,22 +316,26 @@ static int make_state(const char *conf_tmp, const char *run_as, const char *stat
 	const char *err;
 	int status;
 
-	if (priv_drop(run_as, &err) < 0) {
-		cli_err("cannot become %s: %s", run_as, err);
-		return EX_OSERR;
-	}
-	if (access(state_dir, R_OK | W_OK | X_OK) < 0) {
-		cli_err("%s cannot use %s: %s (is a parent directory closed to it?)", run_as,
-		        state_dir, strerror(errno));
-		return EX_CANTCREAT;
-	}
 	status = cli_load_config(conf_tmp, &cfg);
 	if (status != 0)
 		return EX_SOFTWARE; /* the file we just wrote must load */
+	/* Still root: the directory's files go to run_as and its secrets to
+	 * auth_as, each its own (sqlite.c). */
 	if (dir_open(cfg, true, &dir, &err) < 0) {
 		cli_err("%s", err);
 		config_free(&cfg);
 		return EX_CANTCREAT;
+	}
+	if (priv_drop(run_as, &err) < 0) {
+		cli_err("cannot become %s: %s", run_as, err);
+		status = EX_OSERR;
+		goto done;
+	}
+	if (access(state_dir, R_OK | W_OK | X_OK) < 0) {
+		cli_err("%s cannot use %s: %s (is a parent directory closed to it?)", run_as,
+		        state_dir, strerror(errno));
+		status = EX_CANTCREAT;
+		goto done;
 	}
 	if (mkdir(cfg->mail_root, 0700) < 0 && errno != EEXIST) {
 		cli_err("cannot create %s: %s", cfg->mail_root, strerror(errno));
@@ -335,6 +343,7 @@ static int make_state(const char *conf_tmp, const char *run_as, const char *stat
 	} else if (demo) {
 		status = make_demo(dir, cfg, state_dir);
 	}
+done:
 	dir_close(&dir);
 	config_free(&cfg);
 	return status;
@@ -574,13 +583,16 @@ int cli_init(int argc, char **argv)
 	status = pick_run_as(o.run_as, &run_as, &uid, &gid);
 	if (status != 0)
 		goto fail;
-	/* The login workers' own account (login_as, default). */
+	/* The login workers' and the auth process's own accounts (login_as,
+	 * auth_as: the defaults). */
 	uid_t login_uid;
 	gid_t login_gid;
 	const char *login_err;
 	if (geteuid() == 0 &&
-	    priv_lookup(DEFAULT_LOGIN_USER, &login_uid, &login_gid, &login_err) < 0 &&
-	    create_account(DEFAULT_LOGIN_USER) < 0) {
+	    ((priv_lookup(DEFAULT_LOGIN_USER, &login_uid, &login_gid, &login_err) < 0 &&
+	      create_account(DEFAULT_LOGIN_USER) < 0) ||
+	     (priv_lookup(DEFAULT_AUTH_USER, &login_uid, &login_gid, &login_err) < 0 &&
+	      create_account(DEFAULT_AUTH_USER) < 0))) {
 		status = EX_CANTCREAT;
 		goto fail;
 	}

@@ -214,6 +214,13 @@ static int set_directory(struct config *cfg, const char *v, char *why)
 	return set_str(&cfg->directory, v);
 }
 
+static int set_mail_directory(struct config *cfg, const char *v, char *why)
+{
+	if (strncmp(v, "postgresql://", 13) != 0 && strncmp(v, "postgres://", 11) != 0)
+		return fail(why, "must be a postgresql:// URL");
+	return set_str(&cfg->mail_directory, v);
+}
+
 static int set_hostname(struct config *cfg, const char *v, char *why)
 {
 	/* It goes into greetings, Received: headers and Maildir file names:
@@ -248,6 +255,11 @@ static int set_run_as(struct config *cfg, const char *v, char *why)
 static int set_login_as(struct config *cfg, const char *v, char *why)
 {
 	return check_user_name(v, why) < 0 ? -1 : set_str(&cfg->login_as, v);
+}
+
+static int set_auth_as(struct config *cfg, const char *v, char *why)
+{
+	return check_user_name(v, why) < 0 ? -1 : set_str(&cfg->auth_as, v);
 }
 
 #define LISTEN_SETTER(field)                                                                       \
@@ -411,9 +423,11 @@ static const struct config_key keys[] = {
     {"state_dir", set_state_dir, false},
     {"mail_root", set_mail_root, false},
     {"directory", set_directory, false},
+    {"mail_directory", set_mail_directory, false},
     {"hostname", set_hostname, false},
     {"run_as", set_run_as, false},
     {"login_as", set_login_as, false},
+    {"auth_as", set_auth_as, false},
     {"pop3_listen", set_pop3_listen, true},
     {"pop3s_listen", set_pop3s_listen, true},
     {"smtp_listen", set_smtp_listen, true},
@@ -560,6 +574,7 @@ static void set_defaults(struct config *cfg)
 	cfg->directory = xstrdup("sqlite");
 	cfg->run_as = xstrdup("pillar");
 	cfg->login_as = xstrdup("pillar-login");
+	cfg->auth_as = xstrdup("pillar-auth");
 	cfg->plaintext_auth = PLAINTEXT_AUTH_TLS;
 	cfg->max_message_size = 50ull * 1024 * 1024;
 	cfg->pop3_idle_timeout = POP3_MIN_IDLE_TIMEOUT_MS;
@@ -606,6 +621,8 @@ static void finish(struct parse_state *ps, struct config *cfg)
 		add_error(ps, 0, "tls_key", "give one tls_key per tls_cert, in the same order");
 	if (cfg->pop3s_listen.count > 0 && !cert)
 		add_error(ps, 0, "pop3s_listen", "needs tls_cert and tls_key");
+	if (cfg->mail_directory != NULL && strcmp(cfg->directory, "sqlite") == 0)
+		add_error(ps, 0, "mail_directory", "only with a postgresql:// directory");
 
 	if (cfg->hostname == NULL) {
 		char host[256];
@@ -677,6 +694,8 @@ void config_free(struct config **cfgp)
 	free(cfg->hostname);
 	free(cfg->run_as);
 	free(cfg->login_as);
+	free(cfg->auth_as);
+	free(cfg->mail_directory);
 	strlist_free(&cfg->pop3_listen);
 	strlist_free(&cfg->pop3s_listen);
 	strlist_free(&cfg->smtp_listen);
@@ -705,6 +724,16 @@ const char *config_default_path(void)
 char *config_sqlite_path(const struct config *cfg)
 {
 	return xasprintf("%s/directory.db", cfg->state_dir);
+}
+
+char *config_secrets_dir(const struct config *cfg)
+{
+	return xasprintf("%s/auth", cfg->state_dir);
+}
+
+char *config_secrets_path(const struct config *cfg)
+{
+	return xasprintf("%s/auth/secrets.db", cfg->state_dir);
 }
 
 static void dump_list(FILE *out, const char *key, const struct strlist *l)
@@ -754,9 +783,12 @@ void config_dump(const struct config *cfg, FILE *out)
 	/* A postgresql:// URL may carry a password: show only the scheme. */
 	fprintf(out, "directory = %s\n",
 	        strcmp(cfg->directory, "sqlite") == 0 ? "sqlite" : "postgresql://...");
+	if (cfg->mail_directory != NULL)
+		fprintf(out, "mail_directory = postgresql://...\n");
 	fprintf(out, "hostname = %s\n", cfg->hostname);
 	fprintf(out, "run_as = %s\n", cfg->run_as);
 	fprintf(out, "login_as = %s\n", cfg->login_as);
+	fprintf(out, "auth_as = %s\n", cfg->auth_as);
 	dump_list(out, "pop3_listen", &cfg->pop3_listen);
 	dump_list(out, "pop3s_listen", &cfg->pop3s_listen);
 	dump_list(out, "smtp_listen", &cfg->smtp_listen);

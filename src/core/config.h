@@ -31,9 +31,13 @@ struct config {
 	char *state_dir;
 	char *mail_root; /* default <state_dir>/mail */
 	char *directory; /* "sqlite" or a postgresql:// URL */
-	char *hostname;  /* default: the system's host name */
-	char *run_as;    /* default "pillar" */
-	char *login_as;  /* default "pillar-login": the login workers */
+	/* A postgresql:// URL for the mail workers, whose role may read the
+	 * mailboxes but not their secrets; NULL: they use `directory`. */
+	char *mail_directory;
+	char *hostname; /* default: the system's host name */
+	char *run_as;   /* default "pillar" */
+	char *login_as; /* default "pillar-login": the login workers */
+	char *auth_as;  /* default "pillar-auth": the auth process */
 	struct strlist pop3_listen, pop3s_listen, smtp_listen, lmtp_listen;
 	/* Lists, paired in order: several certificates are chosen among by
 	 * the client's SNI name; the first is the default. */
@@ -66,6 +70,10 @@ const char *config_default_path(void);
 
 /* <state_dir>/directory.db for the sqlite backend. Caller frees. */
 char *config_sqlite_path(const struct config *cfg);
+/* The sqlite backend's secrets: <state_dir>/auth (auth_as's alone) and
+ * the database in it. Caller frees. */
+char *config_secrets_dir(const struct config *cfg);
+char *config_secrets_path(const struct config *cfg);
 
 /* Write the effective configuration (defaults filled in) as `key = value`
  * lines, for `pillar check --verbose`. A postgresql:// URL is shown without

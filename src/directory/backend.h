@@ -18,6 +18,7 @@
 
 struct dir {
 	const struct dir_backend *backend;
+	unsigned parts;          /* enum dir_part: what the backend opened */
 	char err[DIR_ERROR_MAX]; /* what *error_r points at after a failure */
 };
 
@@ -26,8 +27,9 @@ struct dir_backend {
 	/* Fill *dir_r (its backend is set by the caller, dir_open), or -1
 	 * with *error_r; *dir_r is then the half-open connection (NULL when
 	 * there is none), which dir_open closes once it has copied the error
-	 * (it may live in dir->err). */
-	int (*open)(const struct config *cfg, bool create, struct dir **dir_r,
+	 * (it may live in dir->err). It opens `parts` (enum dir_part) and
+	 * sets dir->parts. */
+	int (*open)(const struct config *cfg, unsigned parts, bool create, struct dir **dir_r,
 	            const char **error_r);
 	void (*close)(struct dir *dir);
 

@@ -97,6 +97,23 @@ bool dir_is_postgresql(const char *directory)
 	       strncmp(directory, "postgres://", strlen("postgres://")) == 0;
 }
 
+/* What this process may open (dir_open_only). */
+static unsigned open_parts = DIR_EVERYTHING;
+
+void dir_open_only(unsigned parts)
+{
+	open_parts = parts & DIR_EVERYTHING;
+}
+
+/* 0 when dir has every part in `parts`, else -1 saying which is missing. */
+static int need(struct dir *dir, unsigned parts, const char **error_r)
+{
+	if ((dir->parts & parts) == parts)
+		return 0;
+	return dir_fail(dir, error_r, "directory: the %s are not open in this process",
+	                (parts & ~dir->parts & DIR_SECRETS) != 0 ? "secrets" : "mailboxes");
+}
+
 int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r)
 {
 	static __thread char open_err[DIR_ERROR_MAX];
@@ -111,7 +128,7 @@ int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const ch
 		*error_r = "directory: must be 'sqlite' or a postgresql:// URL";
 		return -1;
 	}
-	if (backend->open(cfg, create, dir_r, error_r) < 0) {
+	if (backend->open(cfg, open_parts, create, dir_r, error_r) < 0) {
 		/* The error may live in the half-open connection: keep a copy,
 		 * then close it. */
 		snprintf(open_err, sizeof(open_err), "%s", *error_r);
@@ -146,6 +163,9 @@ int dir_domain_add(struct dir *dir, const char *domain, const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
+
 	if (normalize(domain, name, sizeof(name)) < 0)
 		return dir_fail(dir, error_r, "domain too long");
 	return dir->backend->domain_add(dir, name, error_r);
@@ -154,6 +174,9 @@ int dir_domain_add(struct dir *dir, const char *domain, const char **error_r)
 int dir_domain_del(struct dir *dir, const char *domain, const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
+
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
 
 	if (normalize(domain, name, sizeof(name)) < 0)
 		return dir_fail(dir, error_r, "no such domain");
@@ -164,6 +187,9 @@ int dir_domain_exists(struct dir *dir, const char *domain, const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
+
 	if (normalize(domain, name, sizeof(name)) < 0)
 		return 0;
 	return dir->backend->domain_exists(dir, name, error_r);
@@ -172,6 +198,8 @@ int dir_domain_exists(struct dir *dir, const char *domain, const char **error_r)
 int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, uint64_t mailboxes),
                     void *ctx, const char **error_r)
 {
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
 	return dir->backend->domain_list(dir, fn, ctx, error_r);
 }
 
@@ -188,6 +216,9 @@ int dir_user_add(struct dir *dir, const char *address, const char *password_hash
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0 || strchr(addr, '@') == NULL)
 		return dir_fail(dir, error_r, "bad address");
 	if (strlen(password_hash) > DIR_HASH_MAX)
@@ -199,6 +230,9 @@ int dir_user_del(struct dir *dir, const char *address, const char **error_r)
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	return dir->backend->user_del(dir, addr, error_r);
@@ -208,6 +242,9 @@ int dir_user_set_quota(struct dir *dir, const char *address, uint64_t bytes, uin
                        const char **error_r)
 {
 	char addr[DIR_ADDRESS_MAX + 1];
+
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
 
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
@@ -221,6 +258,9 @@ int dir_user_set_locked(struct dir *dir, const char *address, bool locked, const
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	return dir->backend->user_set_locked(dir, addr, locked, error_r);
@@ -230,6 +270,9 @@ int dir_user_rename(struct dir *dir, const char *old_address, const char *new_ad
                     const char **error_r)
 {
 	char from[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
+
+	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+		return -1;
 
 	if (normalize(old_address, from, sizeof(from)) < 0 || domain_of(from) == NULL)
 		return dir_fail(dir, error_r, "no such mailbox");
@@ -245,6 +288,9 @@ int dir_user_set_password(struct dir *dir, const char *address, const char *pass
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	if (strlen(password_hash) > DIR_HASH_MAX)
@@ -257,6 +303,9 @@ int dir_user_get_scram(struct dir *dir, const char *address, struct dir_scram *o
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
+
 	memset(out, 0, sizeof(*out));
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
@@ -267,6 +316,9 @@ int dir_user_set_scram(struct dir *dir, const char *address, const char *passwor
                        const struct dir_scram *scram, const char **error_r)
 {
 	char addr[DIR_ADDRESS_MAX + 1];
+
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
 
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
@@ -280,6 +332,9 @@ int dir_user_get_apop(struct dir *dir, const char *address, char *secret, size_t
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
+
 	if (size > 0)
 		secret[0] = '\0';
 	if (normalize(address, addr, sizeof(addr)) < 0)
@@ -289,6 +344,8 @@ int dir_user_get_apop(struct dir *dir, const char *address, char *secret, size_t
 
 int dir_instance_secret(struct dir *dir, uint8_t out[DIR_INSTANCE_SECRET_LEN], const char **error_r)
 {
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
 	return dir->backend->instance_secret(dir, out, error_r);
 }
 
@@ -297,6 +354,9 @@ int dir_user_set_credentials(struct dir *dir, const char *address, const char *p
                              const char **error_r)
 {
 	char addr[DIR_ADDRESS_MAX + 1];
+
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
 
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
@@ -325,6 +385,9 @@ int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, con
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_SECRETS, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	return dir->backend->user_touch_login(dir, addr, when, error_r);
@@ -335,6 +398,9 @@ int dir_user_list(struct dir *dir, const char *domain,
                   const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
+
+	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+		return -1;
 
 	if (domain == NULL)
 		return dir->backend->user_list(dir, NULL, fn, ctx, error_r);
@@ -470,6 +536,9 @@ int dir_rcpt_resolve(struct dir *dir, const char *address, enum dir_rcpt_result 
 	struct expand *e;
 	int r;
 
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
+
 	rcpt->n = 0;
 	*result_r = DIR_RCPT_NO_USER;
 	if (normalize(address, addr, sizeof(addr)) < 0)
@@ -570,6 +639,9 @@ int dir_alias_add(struct dir *dir, const char *address, const char *target, cons
 	const char *domain;
 	int r = -1;
 
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0 || (domain = domain_of(addr)) == NULL)
 		return dir_fail(dir, error_r, "bad alias address");
 	if (normalize(target, to, sizeof(to)) < 0 || domain_of(to) == NULL)
@@ -601,6 +673,9 @@ int dir_alias_del(struct dir *dir, const char *address, const char *target, cons
 {
 	char addr[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
 
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
+
 	if (normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such alias");
 	if (target == NULL)
@@ -616,6 +691,9 @@ int dir_alias_list(struct dir *dir, const char *domain,
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
+	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+		return -1;
+
 	if (domain == NULL)
 		return dir->backend->alias_list(dir, NULL, fn, ctx, error_r);
 	if (normalize(domain, name, sizeof(name)) < 0)
@@ -629,6 +707,8 @@ static const struct dir_transfer_ops *transfer(struct dir *dir, bool source, con
 {
 	const struct dir_transfer_ops *t = dir->backend->transfer;
 
+	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+		return NULL;
 	if (t == NULL || (source ? t->domains == NULL : t->put_domain == NULL)) {
 		dir_fail(dir, error_r, "a %s directory cannot be copied %s", dir->backend->name,
 		         source ? "from" : "into");

@@ -33,8 +33,29 @@ struct dir_user {
 	int64_t last_login; /* unix seconds, 0 = never */
 };
 
+/* The two parts of the directory. The secrets are what proves a login:
+ * password hashes, SCRAM keys, APOP secrets, whether a mailbox may log in
+ * (locked) and when it last did, and the instance secret. With SQLite
+ * they live in a file of their own, <state_dir>/auth/secrets.db, that
+ * only auth_as (and root) may open; with PostgreSQL mail workers may use
+ * a role of their own (mail_directory) that cannot read those columns. */
+enum dir_part {
+	DIR_MAILBOXES = 1 << 0, /* domains, mailboxes and their quotas, aliases */
+	DIR_SECRETS = 1 << 1,
+	DIR_EVERYTHING = DIR_MAILBOXES | DIR_SECRETS,
+};
+
+/* From now on this process opens only `parts` (by default everything, as
+ * the admin commands do): mail workers and `pillar deliver` the
+ * mailboxes, the auth process the secrets. A function that needs a part
+ * not open fails, saying so. A user looked up without the secrets has an
+ * empty password hash, is not locked and never logged in; one looked up
+ * with only the secrets has no quota and no creation time. */
+void dir_open_only(unsigned parts);
+
 /* Open the configured directory. With create, a missing SQLite database is
- * created with the current schema (pillar init); without, it must exist. */
+ * created with the current schema (pillar init); without, it must exist.
+ * Opening everything migrates an older schema. */
 int dir_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r);
 void dir_close(struct dir **dir);
 /* Whether a `directory` setting names a PostgreSQL database (a

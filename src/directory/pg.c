@@ -197,6 +197,22 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
 };
 
+/* A mailbox read by a process that opens the mailboxes only (directory.h,
+ * dir_open_only): none of its secret columns, so a role that may not
+ * read them (mail_directory) can run it. */
+#define USER_MAILBOX                                                                               \
+	"SELECT address, '', quota_bytes, quota_messages, false, created, 0 FROM mailboxes"
+
+static const char *stmt_text(const struct pg_dir *dir, enum pg_stmt which)
+{
+	if (dir->base.parts == DIR_MAILBOXES && which == ST_USER_LOOKUP)
+		return USER_MAILBOX " WHERE address = $1";
+	if (dir->base.parts == DIR_MAILBOXES && which == ST_USER_FIRST_IN_DOMAIN)
+		return USER_MAILBOX " WHERE domain_id = (SELECT id FROM domains WHERE name = $1)"
+		                    " ORDER BY id LIMIT 1";
+	return stmt_sql[which];
+}
+
 /* libpq's message without its trailing newline, in buf. */
 static const char *pg_message(const char *msg, char *buf, size_t size)
 {
@@ -265,7 +281,7 @@ PGresult *pg_run(struct pg_dir *dir, enum pg_stmt which, int n, const char *cons
 		return NULL;
 	snprintf(name, sizeof(name), "pillar_%d", (int)which);
 	if ((dir->prepared & (UINT64_C(1) << which)) == 0) {
-		res = PQprepare(dir->conn, name, stmt_sql[which], 0, NULL);
+		res = PQprepare(dir->conn, name, stmt_text(dir, which), 0, NULL);
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
 			PQclear(res);
 			pg_fail(dir, error_r, what);
@@ -524,14 +540,17 @@ PGconn *pg_connect(const char *url, const char *application)
 	return PQconnectdbParams(keys, values, 1);
 }
 
-int pg_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r)
+int pg_open(const struct config *cfg, unsigned parts, bool create, struct dir **dir_r,
+            const char **error_r)
 {
 	struct pg_dir *dir = xcalloc(1, sizeof(*dir));
 	char msg[DIR_ERROR_MAX];
 
 	/* On failure dir_open closes the half-open dir after copying the
-	 * error out of it. */
+	 * error out of it. Both parts are in the one database; what a
+	 * process may read there is its role's business (mail_directory). */
 	*dir_r = &dir->base;
+	dir->base.parts = parts;
 	dir->conn = pg_connect(cfg->directory, "pillar");
 	if (dir->conn == NULL) {
 		*error_r = "directory: cannot connect to PostgreSQL: out of memory";

@@ -127,7 +127,8 @@ int pg_list_users(struct pg_dir *dir, enum pg_stmt which, const char *domain,
 
 /* The backend's operations that pg.c implements, for the table in
  * pg_query.c. */
-int pg_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r);
+int pg_open(const struct config *cfg, unsigned parts, bool create, struct dir **dir_r,
+            const char **error_r);
 void pg_close(struct dir *base);
 int pg_tx_begin(struct dir *base, const char **error_r);
 int pg_tx_commit(struct dir *base, const char **error_r);

@@ -20,7 +20,9 @@ enum sq_stmt {
 	ST_DOMAIN_COUNT_USERS,
 	ST_DOMAIN_LIST,
 	ST_USER_ADD,
+	ST_CRED_ADD,
 	ST_USER_DEL,
+	ST_CRED_DEL,
 	ST_USER_SET_PASSWORD,
 	ST_USER_LOOKUP,
 	ST_USER_TOUCH,
@@ -44,6 +46,7 @@ enum sq_stmt {
 	ST_INSTANCE_SECRET,
 	ST_USER_SET_LOCKED,
 	ST_USER_RENAME,
+	ST_CRED_RENAME,
 	ST_USER_RENUMBER,
 	ST_ALIAS_RETARGET,
 	ST_DOMAIN_EXPORT,
@@ -89,7 +92,8 @@ int sq_row_to_user(sqlite3_stmt *st, struct dir_user *out);
 
 /* The backend's operations that sqlite.c implements, for the table in
  * sqlite_query.c. */
-int sq_open(const struct config *cfg, bool create, struct dir **dir_r, const char **error_r);
+int sq_open(const struct config *cfg, unsigned parts, bool create, struct dir **dir_r,
+            const char **error_r);
 void sq_close(struct dir *base);
 int sq_tx_begin(struct dir *base, const char **error_r);
 int sq_tx_commit(struct dir *base, const char **error_r);

@@ -125,35 +125,58 @@ static int alias_exists(struct sq_dir *dir, const char *addr, const char **error
 static int user_row(struct sq_dir *dir, enum sq_stmt which, const char *key, struct dir_user *out,
                     const char **error_r);
 
+/* Run a prepared statement bound to (from, to); -1 on error. */
+static int step_pair(struct sq_dir *dir, enum sq_stmt which, const char *from, const char *to,
+                     const char *what, const char **error_r)
+{
+	sqlite3_stmt *st = sq_stmt(dir, which);
+	int rc;
+
+	sq_bind_text(st, 1, from);
+	if (to != NULL)
+		sq_bind_text(st, 2, to);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : sq_fail(dir, error_r, what);
+}
+
+/* The row in directory.db, then its secrets; within the caller's
+ * transaction when there is one, else in one of its own. */
 static int sq_user_add(struct dir *base, const char *addr, const char *password_hash,
                        const char **error_r)
 {
 	struct sq_dir *dir = sq(base);
+	bool own_tx = sqlite3_get_autocommit(dir->db) != 0;
 	const char *domain;
 	sqlite3_stmt *st;
 	int rc;
 
+	if (own_tx && sq_begin(dir, error_r) < 0)
+		return -1;
 	domain = strchr(addr, '@') + 1;
 	/* An address is a mailbox or an alias, never both: which one would
 	 * get the mail would otherwise be a guess. */
 	rc = alias_exists(dir, addr, error_r);
+	if (rc > 0)
+		dir_fail(&dir->base, error_r, "%s is an alias", addr);
 	if (rc != 0)
-		return rc < 0 ? -1 : dir_fail(&dir->base, error_r, "%s is an alias", addr);
+		return own_tx ? sq_rollback(dir) : -1;
 	st = sq_stmt(dir, ST_USER_ADD);
 	sq_bind_text(st, 1, addr);
-	sq_bind_text(st, 2, password_hash);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
 	sq_bind_text(st, 4, domain);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
-		return dir_fail(&dir->base, error_r, "mailbox %s already exists", addr);
-	if (rc != SQLITE_DONE)
-		return sq_fail(dir, error_r, "adding a mailbox");
+		dir_fail(&dir->base, error_r, "mailbox %s already exists", addr);
+	else if (rc != SQLITE_DONE)
+		sq_fail(dir, error_r, "adding a mailbox");
 	/* The INSERT ... SELECT inserts nothing when the domain is missing. */
-	if (sqlite3_changes(dir->db) == 0)
-		return dir_fail(&dir->base, error_r, "no such domain %s", domain);
-	return 0;
+	else if (sqlite3_changes(dir->db) == 0)
+		dir_fail(&dir->base, error_r, "no such domain %s", domain);
+	else if (step_pair(dir, ST_CRED_ADD, addr, password_hash, "adding a mailbox", error_r) == 0)
+		return own_tx ? sq_commit(dir, error_r) : 0;
+	return own_tx ? sq_rollback(dir) : -1;
 }
 
 /* Run a one-address UPDATE or DELETE; no row changed means no such mailbox. */
@@ -191,7 +214,8 @@ static int sq_user_del(struct dir *base, const char *addr, const char **error_r)
 	}
 	st = sq_stmt(dir, ST_USER_DEL);
 	sq_bind_text(st, 1, addr);
-	if (user_change(dir, st, addr, "deleting a mailbox", error_r) < 0)
+	if (user_change(dir, st, addr, "deleting a mailbox", error_r) < 0 ||
+	    step_pair(dir, ST_CRED_DEL, addr, NULL, "deleting a mailbox", error_r) < 0)
 		return sq_rollback(dir);
 	return sq_commit(dir, error_r);
 }
@@ -235,21 +259,6 @@ static int sq_user_set_locked(struct dir *base, const char *addr, bool locked, c
 	                   error_r);
 }
 
-/* Run a prepared statement bound to (from, to); -1 on error. */
-static int step_pair(struct sq_dir *dir, enum sq_stmt which, const char *from, const char *to,
-                     const char *what, const char **error_r)
-{
-	sqlite3_stmt *st = sq_stmt(dir, which);
-	int rc;
-
-	sq_bind_text(st, 1, from);
-	if (to != NULL)
-		sq_bind_text(st, 2, to);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE ? 0 : sq_fail(dir, error_r, what);
-}
-
 static int sq_user_rename(struct dir *base, const char *from, const char *to, const char **error_r)
 {
 	struct sq_dir *dir = sq(base);
@@ -283,7 +292,8 @@ static int sq_user_rename(struct dir *base, const char *from, const char *to, co
 	sq_bind_text(st, 1, from);
 	sq_bind_text(st, 2, to);
 	sq_bind_text(st, 3, to_domain);
-	if (user_change(dir, st, from, "renaming a mailbox", error_r) < 0)
+	if (user_change(dir, st, from, "renaming a mailbox", error_r) < 0 ||
+	    step_pair(dir, ST_CRED_RENAME, from, to, "renaming a mailbox", error_r) < 0)
 		return sq_rollback(dir);
 	if (strcmp(from_domain, to_domain) != 0 &&
 	    step_pair(dir, ST_USER_RENUMBER, to, NULL, "renaming a mailbox", error_r) < 0)

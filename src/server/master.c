@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "directory/directory.h"
 #include "auth/penalty.h"
 #include "net/tls.h"
 #include "server/iplimit.h"
@@ -487,6 +488,28 @@ static int master_loop(struct master *m)
 	}
 }
 
+/* Open the whole directory once, as the account that started us, before
+ * any worker: an older schema is migrated here (the workers and the auth
+ * process each open one part and never migrate) and a missing SQLite
+ * directory is said now, not at the first login. A PostgreSQL server that
+ * is not up yet is only warned about: the workers connect when it is. */
+static int open_directory(const struct config *cfg)
+{
+	struct dir *dir;
+	const char *error;
+
+	if (dir_open(cfg, false, &dir, &error) == 0) {
+		dir_close(&dir);
+		return 0;
+	}
+	if (dir_is_postgresql(cfg->directory)) {
+		log_warn("%s", error);
+		return 0;
+	}
+	log_error("%s", error);
+	return -1;
+}
+
 int server_run(struct config *cfg, bool foreground)
 {
 	struct master m;
@@ -503,6 +526,10 @@ int server_run(struct config *cfg, bool foreground)
 	log_open("pillar", foreground);
 	if (geteuid() == 0 && priv_lookup(cfg->run_as, &uid, &gid, &error) < 0) {
 		log_error("run_as %s: %s", cfg->run_as, error);
+		config_free(&m.cfg);
+		return 1;
+	}
+	if (open_directory(cfg) < 0) {
 		config_free(&m.cfg);
 		return 1;
 	}

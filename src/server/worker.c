@@ -8,6 +8,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <malloc.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "core/pool.h"
 #include "core/priv.h"
 #include "core/util.h"
+#include "directory/directory.h"
 #include "net/conn.h"
 #include "net/listen.h"
 #include "net/proxy.h"
@@ -163,6 +165,21 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	begin_stop(arg, sig == SIGUSR1, WORKER_STOP_GRACE_S * 1000);
 }
 
+/* A mail worker reads the mailboxes, never their secrets (directory.h,
+ * dir_open_only); with PostgreSQL through mail_directory's role when one
+ * is set, and then it keeps no copy of the other URL, which may carry a
+ * password. The config is this process's own copy since the fork. */
+static void use_mail_directory(struct config *cfg)
+{
+	dir_open_only(DIR_MAILBOXES);
+	if (cfg->mail_directory == NULL)
+		return;
+	OPENSSL_cleanse(cfg->directory, strlen(cfg->directory));
+	free(cfg->directory);
+	cfg->directory = cfg->mail_directory;
+	cfg->mail_directory = NULL;
+}
+
 /* Login workers: locked in the empty directory as login_as (when started
  * as root). Mail workers: run_as. Then neither can ever gain more. */
 static void drop_privileges(const struct worker_params *p)
@@ -181,9 +198,11 @@ static void drop_privileges(const struct worker_params *p)
 		if (priv_become(p->login_uid, p->login_gid, &error) < 0)
 			fatal("login worker %u: cannot become %s: %s", p->index, cfg->login_as,
 			      error);
-	} else if (priv_drop(cfg->run_as, &error) < 0) {
-		fatal("mail worker %u: cannot drop privileges to %s: %s", p->index, cfg->run_as,
-		      error);
+	} else {
+		if (priv_drop(cfg->run_as, &error) < 0)
+			fatal("mail worker %u: cannot drop privileges to %s: %s", p->index,
+			      cfg->run_as, error);
+		use_mail_directory((struct config *)cfg);
 	}
 	prctl(PR_SET_NAME, p->role == ROLE_LOGIN ? "pillar-login" : "pillar-mail");
 	/* Credentials changed, so set this only now: a worker must not outlive

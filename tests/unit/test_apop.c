@@ -127,11 +127,11 @@ static void test_locked(void **state)
 {
 	struct fixture *fx = *state;
 	char address[DIR_ADDRESS_MAX + 1];
-	char *path = config_sqlite_path(&fx->cfg);
+	char *path = config_secrets_path(&fx->cfg);
 	sqlite3 *db;
 
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "UPDATE mailboxes SET locked = 1", NULL, NULL, NULL),
+	assert_int_equal(sqlite3_exec(db, "UPDATE credentials SET locked = 1", NULL, NULL, NULL),
 	                 SQLITE_OK);
 	sqlite3_close(db);
 	free(path);

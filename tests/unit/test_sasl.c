@@ -99,9 +99,10 @@ static int setup(void **state)
 	add_user(d, "imported@example.org", GOOD_PW, false); /* no SCRAM keys */
 	add_user(d, "locked@example.org", GOOD_PW, true);
 	dir_close(&d);
-	path = config_sqlite_path(&fx->cfg);
+	path = config_secrets_path(&fx->cfg);
 	if (sqlite3_open(path, &db) != SQLITE_OK ||
-	    sqlite3_exec(db, "UPDATE mailboxes SET locked = 1 WHERE address = 'locked@example.org'",
+	    sqlite3_exec(db,
+	                 "UPDATE credentials SET locked = 1 WHERE address = 'locked@example.org'",
 	                 NULL, NULL, NULL) != SQLITE_OK)
 		return -1;
 	sqlite3_close(db);
