@@ -86,8 +86,10 @@ static int cli_help(int argc, char **argv)
 static const char serve_help[] =
     "usage: pillar serve [-c FILE] [--foreground]\n"
     "\n"
-    "Run the server with every listener the config names. As root it binds the\n"
-    "listeners, then runs its workers and its auth process as run_as.\n"
+    "Run the server with every listener the config names. As root it opens the\n"
+    "directory (migrating an older schema) and binds the listeners, then runs its\n"
+    "mail workers as run_as, its login workers as login_as and its auth process\n"
+    "as auth_as.\n"
     "\n"
     "  -c, --config FILE  the config file\n"
     "  -f, --foreground   stay attached to the terminal and log to stderr\n"

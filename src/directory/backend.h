@@ -104,6 +104,16 @@ struct dir_backend {
 	const struct dir_transfer_ops *transfer;
 };
 
+/* For directory.c and transfer.c. Copy an address or domain lower-cased
+ * into buf (size DIR_ADDRESS_MAX+1 or more): -1 when it is too long to be
+ * stored at all. The domain of a normalized address (after its last '@'),
+ * or NULL. Whether SCRAM keys are usable. 0 when dir has every part in
+ * `parts` (enum dir_part), else -1 saying which is missing. */
+int dir_normalize(const char *in, char *buf, size_t size);
+const char *dir_domain_of(const char *addr);
+bool dir_scram_valid(const struct dir_scram *scram);
+int dir_need(struct dir *dir, unsigned parts, const char **error_r);
+
 /* Set dir->err from a format and point *error_r at it. Returns -1. */
 int dir_fail(struct dir *dir, const char **error_r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

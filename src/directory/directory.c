@@ -28,9 +28,7 @@ int dir_fail(struct dir *dir, const char **error_r, const char *fmt, ...)
 	return -1;
 }
 
-/* Copy an address or domain lower-cased into buf (size DIR_ADDRESS_MAX+1 or
- * more). Returns -1 when it is too long to be stored at all. */
-static int normalize(const char *in, char *buf, size_t size)
+int dir_normalize(const char *in, char *buf, size_t size)
 {
 	size_t len = strlen(in);
 
@@ -41,9 +39,9 @@ static int normalize(const char *in, char *buf, size_t size)
 	return 0;
 }
 
-/* The domain part of a normalized address, or NULL. The last '@': a quoted
- * local part from SMTP may hold one (and then matches nothing). */
-static const char *domain_of(const char *addr)
+/* The last '@': a quoted local part from SMTP may hold one (and then
+ * matches nothing). */
+const char *dir_domain_of(const char *addr)
 {
 	const char *at = strrchr(addr, '@');
 
@@ -105,8 +103,7 @@ void dir_open_only(unsigned parts)
 	open_parts = parts & DIR_EVERYTHING;
 }
 
-/* 0 when dir has every part in `parts`, else -1 saying which is missing. */
-static int need(struct dir *dir, unsigned parts, const char **error_r)
+int dir_need(struct dir *dir, unsigned parts, const char **error_r)
 {
 	if ((dir->parts & parts) == parts)
 		return 0;
@@ -163,10 +160,10 @@ int dir_domain_add(struct dir *dir, const char *domain, const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
-	if (normalize(domain, name, sizeof(name)) < 0)
+	if (dir_normalize(domain, name, sizeof(name)) < 0)
 		return dir_fail(dir, error_r, "domain too long");
 	return dir->backend->domain_add(dir, name, error_r);
 }
@@ -175,10 +172,10 @@ int dir_domain_del(struct dir *dir, const char *domain, const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
-	if (normalize(domain, name, sizeof(name)) < 0)
+	if (dir_normalize(domain, name, sizeof(name)) < 0)
 		return dir_fail(dir, error_r, "no such domain");
 	return dir->backend->domain_del(dir, name, error_r);
 }
@@ -187,10 +184,10 @@ int dir_domain_exists(struct dir *dir, const char *domain, const char **error_r)
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
-	if (normalize(domain, name, sizeof(name)) < 0)
+	if (dir_normalize(domain, name, sizeof(name)) < 0)
 		return 0;
 	return dir->backend->domain_exists(dir, name, error_r);
 }
@@ -198,14 +195,14 @@ int dir_domain_exists(struct dir *dir, const char *domain, const char **error_r)
 int dir_domain_list(struct dir *dir, void (*fn)(void *ctx, const char *domain, uint64_t mailboxes),
                     void *ctx, const char **error_r)
 {
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 	return dir->backend->domain_list(dir, fn, ctx, error_r);
 }
 
 /* ---- mailboxes ---- */
 
-static bool scram_valid(const struct dir_scram *scram)
+bool dir_scram_valid(const struct dir_scram *scram)
 {
 	return scram->salt_len > 0 && scram->salt_len <= DIR_SCRAM_SALT_MAX &&
 	       scram->iterations > 0;
@@ -216,10 +213,10 @@ int dir_user_add(struct dir *dir, const char *address, const char *password_hash
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+	if (dir_need(dir, DIR_EVERYTHING, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0 || strchr(addr, '@') == NULL)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0 || strchr(addr, '@') == NULL)
 		return dir_fail(dir, error_r, "bad address");
 	if (strlen(password_hash) > DIR_HASH_MAX)
 		return dir_fail(dir, error_r, "password hash too long");
@@ -230,10 +227,10 @@ int dir_user_del(struct dir *dir, const char *address, const char **error_r)
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+	if (dir_need(dir, DIR_EVERYTHING, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	return dir->backend->user_del(dir, addr, error_r);
 }
@@ -243,10 +240,10 @@ int dir_user_set_quota(struct dir *dir, const char *address, uint64_t bytes, uin
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	/* Both backends store signed 64-bit integers. */
 	if (bytes > INT64_MAX || messages > INT64_MAX)
@@ -258,10 +255,10 @@ int dir_user_set_locked(struct dir *dir, const char *address, bool locked, const
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	return dir->backend->user_set_locked(dir, addr, locked, error_r);
 }
@@ -271,12 +268,12 @@ int dir_user_rename(struct dir *dir, const char *old_address, const char *new_ad
 {
 	char from[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+	if (dir_need(dir, DIR_EVERYTHING, error_r) < 0)
 		return -1;
 
-	if (normalize(old_address, from, sizeof(from)) < 0 || domain_of(from) == NULL)
+	if (dir_normalize(old_address, from, sizeof(from)) < 0 || dir_domain_of(from) == NULL)
 		return dir_fail(dir, error_r, "no such mailbox");
-	if (normalize(new_address, to, sizeof(to)) < 0 || domain_of(to) == NULL)
+	if (dir_normalize(new_address, to, sizeof(to)) < 0 || dir_domain_of(to) == NULL)
 		return dir_fail(dir, error_r, "bad address");
 	if (strcmp(from, to) == 0)
 		return dir_fail(dir, error_r, "%s is already the mailbox's address", to);
@@ -288,10 +285,10 @@ int dir_user_set_password(struct dir *dir, const char *address, const char *pass
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	if (strlen(password_hash) > DIR_HASH_MAX)
 		return dir_fail(dir, error_r, "password hash too long");
@@ -303,11 +300,11 @@ int dir_user_get_scram(struct dir *dir, const char *address, struct dir_scram *o
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
 	memset(out, 0, sizeof(*out));
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
 	return dir->backend->user_get_scram(dir, addr, out, error_r);
 }
@@ -317,12 +314,12 @@ int dir_user_set_scram(struct dir *dir, const char *address, const char *passwor
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
-	if (!scram_valid(scram))
+	if (!dir_scram_valid(scram))
 		return dir_fail(dir, error_r, "bad SCRAM keys");
 	return dir->backend->user_set_scram(dir, addr, password_hash, scram, error_r);
 }
@@ -332,19 +329,19 @@ int dir_user_get_apop(struct dir *dir, const char *address, char *secret, size_t
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
 	if (size > 0)
 		secret[0] = '\0';
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
 	return dir->backend->user_get_apop(dir, addr, secret, size, error_r);
 }
 
 int dir_instance_secret(struct dir *dir, uint8_t out[DIR_INSTANCE_SECRET_LEN], const char **error_r)
 {
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 	return dir->backend->instance_secret(dir, out, error_r);
 }
@@ -355,14 +352,14 @@ int dir_user_set_credentials(struct dir *dir, const char *address, const char *p
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	if (strlen(password_hash) > DIR_HASH_MAX)
 		return dir_fail(dir, error_r, "password hash too long");
-	if (scram != NULL && !scram_valid(scram))
+	if (scram != NULL && !dir_scram_valid(scram))
 		return dir_fail(dir, error_r, "bad SCRAM keys");
 	if (apop_secret != NULL &&
 	    (apop_secret[0] == '\0' || strlen(apop_secret) > DIR_APOP_SECRET_MAX))
@@ -376,7 +373,7 @@ int dir_user_lookup(struct dir *dir, const char *address, struct dir_user *out,
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
 	return dir->backend->user_lookup(dir, addr, out, error_r);
 }
@@ -385,10 +382,10 @@ int dir_user_touch_login(struct dir *dir, const char *address, int64_t when, con
 {
 	char addr[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_SECRETS, error_r) < 0)
+	if (dir_need(dir, DIR_SECRETS, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such mailbox");
 	return dir->backend->user_touch_login(dir, addr, when, error_r);
 }
@@ -399,12 +396,12 @@ int dir_user_list(struct dir *dir, const char *domain,
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
-	if (need(dir, DIR_EVERYTHING, error_r) < 0)
+	if (dir_need(dir, DIR_EVERYTHING, error_r) < 0)
 		return -1;
 
 	if (domain == NULL)
 		return dir->backend->user_list(dir, NULL, fn, ctx, error_r);
-	if (normalize(domain, name, sizeof(name)) < 0)
+	if (dir_normalize(domain, name, sizeof(name)) < 0)
 		return 0;
 	return dir->backend->user_list(dir, name, fn, ctx, error_r);
 }
@@ -501,7 +498,7 @@ static int expand_run(struct dir *dir, struct expand *e, struct dir_rcpt *rcpt,
 
 	for (size_t i = 0; i < e->n; i++) {
 		const char *addr = e->addr[i];
-		const char *domain = domain_of(addr);
+		const char *domain = dir_domain_of(addr);
 
 		if (domain == NULL)
 			continue;
@@ -536,12 +533,12 @@ int dir_rcpt_resolve(struct dir *dir, const char *address, enum dir_rcpt_result 
 	struct expand *e;
 	int r;
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
 	rcpt->n = 0;
 	*result_r = DIR_RCPT_NO_USER;
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return 0;
 	if (strcmp(addr, "postmaster") == 0) {
 		/* "<Postmaster>" without a domain (RFC 5321 §4.1.1.3): the
@@ -557,7 +554,7 @@ int dir_rcpt_resolve(struct dir *dir, const char *address, enum dir_rcpt_result 
 			return 0;
 		snprintf(addr, sizeof(addr), "postmaster@%s", first);
 	}
-	domain = domain_of(addr);
+	domain = dir_domain_of(addr);
 	if (domain == NULL) {
 		*result_r = DIR_RCPT_NOT_LOCAL;
 		return 0;
@@ -639,12 +636,13 @@ int dir_alias_add(struct dir *dir, const char *address, const char *target, cons
 	const char *domain;
 	int r = -1;
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0 || (domain = domain_of(addr)) == NULL)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0 ||
+	    (domain = dir_domain_of(addr)) == NULL)
 		return dir_fail(dir, error_r, "bad alias address");
-	if (normalize(target, to, sizeof(to)) < 0 || domain_of(to) == NULL)
+	if (dir_normalize(target, to, sizeof(to)) < 0 || dir_domain_of(to) == NULL)
 		return dir_fail(dir, error_r, "bad alias target");
 	if (strcmp(addr, to) == 0)
 		return dir_fail(dir, error_r, "alias %s cannot point to itself", addr);
@@ -673,14 +671,14 @@ int dir_alias_del(struct dir *dir, const char *address, const char *target, cons
 {
 	char addr[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
-	if (normalize(address, addr, sizeof(addr)) < 0)
+	if (dir_normalize(address, addr, sizeof(addr)) < 0)
 		return dir_fail(dir, error_r, "no such alias");
 	if (target == NULL)
 		return dir->backend->alias_del(dir, addr, NULL, error_r);
-	if (normalize(target, to, sizeof(to)) < 0)
+	if (dir_normalize(target, to, sizeof(to)) < 0)
 		return dir_fail(dir, error_r, "alias %s has no such target", addr);
 	return dir->backend->alias_del(dir, addr, to, error_r);
 }
@@ -691,118 +689,12 @@ int dir_alias_list(struct dir *dir, const char *domain,
 {
 	char name[DIR_DOMAIN_MAX + 1];
 
-	if (need(dir, DIR_MAILBOXES, error_r) < 0)
+	if (dir_need(dir, DIR_MAILBOXES, error_r) < 0)
 		return -1;
 
 	if (domain == NULL)
 		return dir->backend->alias_list(dir, NULL, fn, ctx, error_r);
-	if (normalize(domain, name, sizeof(name)) < 0)
+	if (dir_normalize(domain, name, sizeof(name)) < 0)
 		return 0;
 	return dir->backend->alias_list(dir, name, fn, ctx, error_r);
-}
-
-/* ---- copying a directory (transfer.h) ---- */
-
-static const struct dir_transfer_ops *transfer(struct dir *dir, bool source, const char **error_r)
-{
-	const struct dir_transfer_ops *t = dir->backend->transfer;
-
-	if (need(dir, DIR_EVERYTHING, error_r) < 0)
-		return NULL;
-	if (t == NULL || (source ? t->domains == NULL : t->put_domain == NULL)) {
-		dir_fail(dir, error_r, "a %s directory cannot be copied %s", dir->backend->name,
-		         source ? "from" : "into");
-		return NULL;
-	}
-	return t;
-}
-
-int dir_transfer_domains(struct dir *dir,
-                         void (*fn)(void *ctx, const char *domain, int64_t created), void *ctx,
-                         const char **error_r)
-{
-	const struct dir_transfer_ops *t = transfer(dir, true, error_r);
-
-	return t != NULL ? t->domains(dir, fn, ctx, error_r) : -1;
-}
-
-int dir_transfer_users(struct dir *dir, void (*fn)(void *ctx, const struct dir_user *user),
-                       void *ctx, const char **error_r)
-{
-	const struct dir_transfer_ops *t = transfer(dir, true, error_r);
-
-	return t != NULL ? t->users(dir, fn, ctx, error_r) : -1;
-}
-
-int dir_transfer_put_domain(struct dir *dir, const char *domain, int64_t created,
-                            const char **error_r)
-{
-	const struct dir_transfer_ops *t = transfer(dir, false, error_r);
-	char name[DIR_DOMAIN_MAX + 1];
-
-	if (t == NULL)
-		return -1;
-	if (normalize(domain, name, sizeof(name)) < 0)
-		return dir_fail(dir, error_r, "domain too long");
-	return t->put_domain(dir, name, created, error_r);
-}
-
-int dir_transfer_put_user(struct dir *dir, const struct dir_user *user,
-                          const struct dir_scram *scram, const char *apop_secret,
-                          const char **error_r)
-{
-	const struct dir_transfer_ops *t = transfer(dir, false, error_r);
-	struct dir_user u = *user;
-
-	if (t == NULL)
-		return -1;
-	u.address[DIR_ADDRESS_MAX] = '\0';
-	u.password_hash[DIR_HASH_MAX] = '\0';
-	str_lower(u.address);
-	if (domain_of(u.address) == NULL)
-		return dir_fail(dir, error_r, "bad address %s", u.address);
-	if (u.quota_bytes > INT64_MAX || u.quota_messages > INT64_MAX)
-		return dir_fail(dir, error_r, "%s: quota too large", u.address);
-	if (scram != NULL && !scram_valid(scram))
-		return dir_fail(dir, error_r, "%s: bad SCRAM keys", u.address);
-	if (apop_secret != NULL &&
-	    (apop_secret[0] == '\0' || strlen(apop_secret) > DIR_APOP_SECRET_MAX))
-		return dir_fail(dir, error_r, "%s: APOP secret empty or too long", u.address);
-	return t->put_user(dir, &u, scram, apop_secret, error_r);
-}
-
-int dir_transfer_put_alias(struct dir *dir, const char *address, const char *target,
-                           const char **error_r)
-{
-	const struct dir_transfer_ops *t = transfer(dir, false, error_r);
-	char addr[DIR_ADDRESS_MAX + 1], to[DIR_ADDRESS_MAX + 1];
-
-	if (t == NULL)
-		return -1;
-	if (normalize(address, addr, sizeof(addr)) < 0 || normalize(target, to, sizeof(to)) < 0)
-		return dir_fail(dir, error_r, "alias or target too long");
-	return t->put_alias(dir, addr, to, error_r);
-}
-
-int dir_transfer_put_secret(struct dir *dir, const uint8_t secret[DIR_INSTANCE_SECRET_LEN],
-                            const char **error_r)
-{
-	const struct dir_transfer_ops *t = transfer(dir, false, error_r);
-
-	return t != NULL ? t->put_secret(dir, secret, error_r) : -1;
-}
-
-int dir_transfer_begin(struct dir *dir, const char **error_r)
-{
-	return dir->backend->tx_begin(dir, error_r);
-}
-
-int dir_transfer_commit(struct dir *dir, const char **error_r)
-{
-	return dir->backend->tx_commit(dir, error_r);
-}
-
-void dir_transfer_abort(struct dir *dir)
-{
-	dir->backend->tx_abort(dir);
 }

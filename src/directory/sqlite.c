@@ -360,7 +360,7 @@ static int create_schema(struct sq_dir *dir, const char **error_r)
 			return dir_fail(
 			    &dir->base, error_r,
 			    "directory: schema version %d/%d is older than this pillar's: "
-			    "start 'pillar serve', or run 'pillar check' as root, to "
+			    "start 'pillar serve', or run 'pillar directory migrate' as root, to "
 			    "migrate it",
 			    version, secrets);
 		}

@@ -10,8 +10,9 @@
  * kill: a library that probes for a file (a time zone, a configuration)
  * should see "not there", as it would in the empty chroot anyway.
  *
- * Mail workers and the auth process (as run_as) also work with files: the
- * Maildirs and the directory (SQLite, or PostgreSQL over the network).
+ * Mail workers (as run_as) and the auth process (as auth_as) also work
+ * with files: the Maildirs and the directory (SQLite, or PostgreSQL over
+ * the network).
  * Neither makes a listening socket (the master made every one). Their list
  * adds those calls and nothing that changes
  * who the process is or what it runs: no exec, no ptrace, no mount, no

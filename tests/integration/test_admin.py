@@ -35,11 +35,14 @@ def one_error(r, *words):
 
 
 def rows(p):
-    """{address: row dict} of the directory, read directly."""
+    """{address: row dict} of the directory, read directly: each mailbox's
+    row in directory.db with its secrets from auth/secrets.db."""
     con = sqlite3.connect(f"file:{p.dir / 'directory.db'}?mode=ro", uri=True)
     try:
         con.row_factory = sqlite3.Row
-        return {r["address"]: dict(r) for r in con.execute("SELECT * FROM mailboxes")}
+        con.execute("ATTACH ? AS auth", (f"file:{p.dir / 'auth' / 'secrets.db'}?mode=ro",))
+        return {r["address"]: dict(r) for r in con.execute(
+            "SELECT m.*, c.* FROM mailboxes m JOIN auth.credentials c USING (address)")}
     finally:
         con.close()
 

@@ -4,7 +4,7 @@ and hashes passwords. Workers ask it over an abstract AF_UNIX
 SOCK_SEQPACKET socket the master made.
 
 Checked here with the real server: the process exists under the master
-with its own name, runs as run_as and is none of the workers; every login
+with its own name, runs as auth_as and is none of the workers; every login
 goes through it; a `kill -9` of it is survived (a login in the gap gets a
 temporary error or succeeds, and every kind of login works again within a
 bound); a reload gives the new generation a new one and the old one exits
@@ -176,11 +176,11 @@ def test_one_auth_process_under_the_master(box):
 
 
 @pytest.mark.skipif(not is_root(), reason="privilege drop happens only when started as root")
-def test_auth_process_runs_as_run_as(box):
+def test_auth_process_runs_as_auth_as(box):
     import pwd
 
     p = box
-    pw = pwd.getpwnam(p.conf_value("run_as") or "pillar")
+    pw = pwd.getpwnam(p.conf_value("auth_as") or "pillar-auth")
     auth = the_auth_process(p)
     st = status_of(auth)
     assert st["Uid"].split() == [str(pw.pw_uid)] * 4, st["Uid"]
@@ -335,7 +335,9 @@ def test_reload_gives_a_new_auth_process_and_the_old_one_exits(box):
     wait_for(lambda: not (set(p.workers()) & old_workers), 10, "the old workers to exit")
     wait_for(lambda: not pid_alive(old), 10, "the old auth process to exit")
     assert p.auth_processes() == new
-    assert re.search(rf"auth process exited pid={old} ", p.log())
+    # A zombie counts as gone; the master logs once it has reaped it.
+    wait_for(lambda: re.search(rf"auth process exited pid={old} ", p.log()), 10,
+             "the master to log the old auth process's exit")
     # A second reload: the same again.
     p.signal(signal.SIGHUP)
     newer = wait_for(lambda: [a for a in p.auth_processes() if a not in new], 10,

@@ -288,9 +288,11 @@ def test_passwords_stored_as_yescrypt_in_wal_database(workdir):
     secret = "Very-Distinct-Secret-4711"
     assert run("user", "add", "-c", conf, "a@example.test", "--password-stdin",
                input=secret + "\n").returncode == 0
-    db = conf.parent / "directory.db"
+    db = conf.parent / "auth" / "secrets.db"
     raw = b"".join(p.read_bytes() for p in conf.parent.glob("directory.db*"))
-    assert secret.encode() not in raw, "plaintext password in the directory"
+    raw_secrets = b"".join(p.read_bytes() for p in db.parent.glob("secrets.db*"))
+    assert secret.encode() not in raw + raw_secrets, "plaintext password in the directory"
+    assert b"$y$" not in raw, "a hash in directory.db, outside the secrets"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"

@@ -287,7 +287,9 @@ def test_pillar_conf5_describes_every_key_with_its_real_default(tmp):
         "pop3_listen = 127.0.0.1:1110\npop3s_listen = 127.0.0.1:1995\n"
         "smtp_listen = 127.0.0.1:2525\nlmtp_listen = 127.0.0.1:2424\n"
         f"tls_cert = {tmp}/c.pem\ntls_key = {tmp}/k.pem\n"
-        "trusted_proxies = 10.0.0.0/8\n")
+        "trusted_proxies = 10.0.0.0/8\n"
+        "directory = postgresql://pillar@db.example/pillar\n"
+        "mail_directory = postgresql://pillar_mail@db.example/pillar\n")
     dumped = check_verbose(full)
     assert sorted(dumped) == sorted(keys), \
         f"`pillar check --verbose` shows {sorted(dumped)}, the key table has {sorted(keys)}"
@@ -311,6 +313,8 @@ def test_pillar_conf5_describes_every_key_with_its_real_default(tmp):
         if key in ("tls_cert", "tls_key"):
             lines = [l for l in lines if not l.startswith(("tls_cert", "tls_key"))]
             lines += [l for l in re.findall(r"^(tls_(?:cert|key) = \S+)$", sec, re.M)]
+        if key == "mail_directory":
+            lines += ["directory = postgresql://pillar@db.example/pillar"]
         if key == "pop3s_listen":
             lines += [f"tls_cert = {tmp}/c.pem", f"tls_key = {tmp}/k.pem"]
         conf.write_text("\n".join(lines) + "\n")

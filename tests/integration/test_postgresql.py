@@ -157,6 +157,52 @@ def test_admin_commands_login_and_delivery(make_pillar, cluster, db):
     p.quit()
 
 
+def test_mail_workers_can_use_a_role_that_cannot_read_the_secrets(make_pillar, cluster, db):
+    """mail_directory: the mail workers connect as a role that may not read
+    a password hash. Deliveries (to a mailbox, an alias, postmaster@), POP3
+    logins and the session lock all work through it; the auth process and
+    the admin commands still use `directory`."""
+    dbname = db.rsplit("/", 1)[1]
+    role = f"mail_{dbname}"  # roles belong to the whole cluster
+    inst = pg_pillar(make_pillar, db, smtp=True, start=False)
+    inst.add_user(USER, PASSWORD)
+    inst.cli("alias", "add", f"team@{DOMAIN}", USER)
+    cluster.psql(dbname, f"CREATE ROLE {role} LOGIN;"
+                 f" GRANT SELECT ON domains, aliases, schema_version TO {role};"
+                 f" GRANT SELECT (id, address, domain_id, quota_bytes, quota_messages, created)"
+                 f" ON mailboxes TO {role}")
+    mail_url = db.replace("postgresql://pillar@", f"postgresql://{role}@")
+    r = subprocess.run(["psql", "-X", "-qAt", mail_url, "-c", "SELECT password_hash FROM mailboxes"],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0 and b"permission denied" in r.stderr, r
+    set_key(inst.conf, "mail_directory", mail_url)
+    inst.start()
+
+    s = inst.smtplib()
+    for rcpt in (USER, f"team@{DOMAIN}", f"postmaster@{DOMAIN}"):
+        s.sendmail("sender@example.org", [rcpt], message(1, rcpt.split("@")[0]))
+    try:
+        s.sendmail("sender@example.org", [f"nobody@{DOMAIN}"], message(2))
+        raise AssertionError("an unknown recipient was accepted")
+    except smtplib.SMTPRecipientsRefused as e:
+        assert list(e.recipients.values())[0][0] == 550
+    s.quit()
+    inst.wait_stored(USER, 3)
+
+    p, err = pop3_login(inst.port, USER, PASSWORD)
+    assert err is None, err
+    assert p.stat()[0] == 3
+    assert advisory_locks(cluster, db) == 1  # taken through the mail role
+    users = {r[0] for r in cluster.psql(
+        dbname, "SELECT usename FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'pillar'")}
+    assert role in users and "pillar" in users, users
+    p.quit()
+    p, err = pop3_login(inst.port, USER, "wrong password")
+    assert p is None and b"[AUTH]" in err, err
+    assert "permission denied" not in inst.log()
+
+
 def test_directory_migrate_creates_and_keeps_the_schema(make_pillar, cluster, db):
     inst = make_pillar(domain=False, start=False)
     set_key(inst.conf, "directory", db)
@@ -696,10 +742,10 @@ def test_migrate_directory_from_sqlite_twice(make_pillar, cluster, db):
     after = listing(db)
     assert after == before
     # The same secrets: the instance secret and the SCRAM keys.
-    dbfile = str(inst.dir / "directory.db")
+    dbfile = str(inst.dir / "auth" / "secrets.db")
     secret = sqlite_rows(dbfile, "SELECT hex(value) FROM secrets WHERE name = 'instance'")[0][0]
     assert [r for r in first if r[0] == "s"] == [["s", "instance", secret.lower(), "", ""]]
-    keys = dict(sqlite_rows(dbfile, "SELECT address, hex(scram_stored_key) FROM mailboxes"))
+    keys = dict(sqlite_rows(dbfile, "SELECT address, hex(scram_stored_key) FROM credentials"))
     for row in first:
         if row[0] == "m":
             assert row[3] == (keys[row[1]] or "").lower(), row[1]

@@ -32,6 +32,48 @@ def ids(pid):
     return st["Uid"].split(), st["Gid"].split(), st.get("Groups", "").split()
 
 
+def open_as(uid, gid, path, chroot=None):
+    """Try to open path for reading in a child with exactly these ids (and
+    root directory): b"opened", b"ENOENT" or b"EACCES"."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only reports
+        os.close(r)
+        code = b"?"
+        try:
+            if chroot is not None:
+                os.chroot(chroot)
+                os.chdir("/")
+            os.setgroups([gid])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+                code = b"opened"
+            except FileNotFoundError:
+                code = b"ENOENT"
+            except PermissionError:
+                code = b"EACCES"
+        finally:
+            os.write(w, code)
+            os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    with os.fdopen(r, "rb") as f:
+        return f.read()
+
+
+def open_files(pid):
+    files = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            files.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return files
+
+
 @pytest.fixture
 def box(make_pillar):
     p = make_pillar(pop3s=True, smtp=True, lmtp=True)
@@ -71,12 +113,14 @@ def test_each_process_runs_as_its_account_in_its_root(box):
         assert gids == [str(run_as.pw_gid)] * 4, (pid, gids)
         assert os.readlink(f"/proc/{pid}/root") == "/"
         assert status_of(pid)["NoNewPrivs"].strip() == "1"
-    # The auth process: run_as as well, not chrooted (it opens the
-    # directory); the master stays root to bind, fork and restart.
+    # The auth process: its own account, not chrooted (it opens the
+    # secrets); the master stays root to bind, fork and restart.
+    auth_as = pwd.getpwnam(box.conf_value("auth_as") or "pillar-auth")
+    assert auth_as.pw_uid not in (login.pw_uid, run_as.pw_uid)
     for pid in box.auth_processes():
         uids, gids, _ = ids(pid)
-        assert uids == [str(run_as.pw_uid)] * 4, (pid, uids)
-        assert gids == [str(run_as.pw_gid)] * 4, (pid, gids)
+        assert uids == [str(auth_as.pw_uid)] * 4, (pid, uids)
+        assert gids == [str(auth_as.pw_gid)] * 4, (pid, gids)
         assert os.readlink(f"/proc/{pid}/root") == "/"
         assert status_of(pid)["NoNewPrivs"].strip() == "1"
     uids, gids, _ = ids(box.proc.pid)
@@ -109,37 +153,65 @@ def test_login_worker_cannot_open_a_file_in_the_mail_root(box):
     uid, gid = int(uids[0]), int(gids[0])
     root = os.readlink(f"/proc/{pid}/root")
 
-    def attempt(chroot):
-        r, w = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - the child only reports
-            os.close(r)
-            code = b"?"
-            try:
-                if chroot:
-                    os.chroot(root)
-                    os.chdir("/")
-                os.setgroups([gid])
-                os.setresgid(gid, gid, gid)
-                os.setresuid(uid, uid, uid)
-                try:
-                    with open(message, "rb") as f:
-                        f.read(1)
-                    code = b"opened"
-                except FileNotFoundError:
-                    code = b"ENOENT"
-                except PermissionError:
-                    code = b"EACCES"
-            finally:
-                os.write(w, code)
-                os._exit(0)
-        os.close(w)
-        os.waitpid(child, 0)
-        with os.fdopen(r, "rb") as f:
-            return f.read()
+    assert open_as(uid, gid, message, chroot=root) == b"ENOENT"
+    assert open_as(uid, gid, message) == b"EACCES"
 
-    assert attempt(chroot=True) == b"ENOENT"
-    assert attempt(chroot=False) == b"EACCES"
+
+@needs_root
+def test_only_the_auth_process_can_open_the_secrets(box):
+    """The password hashes, SCRAM keys and APOP secrets are in
+    <state_dir>/auth/secrets.db, auth_as's alone. After a delivery and a
+    login (so each process has opened what it needs), the auth process holds
+    that file and nothing of the mailboxes; the mail workers hold
+    directory.db, where no hash is left, and their account cannot open the
+    secrets — nor can the login workers'."""
+    import sqlite3
+
+    with box.lmtp() as c:
+        c.ehlo(verb="LHLO")
+        c.expect("MAIL FROM:<carol@example.org>", 250)
+        c.expect(f"RCPT TO:<{USER}>", 250)
+        c.data(b"Subject: secrets\r\n\r\nbody\r\n", 250)
+    with box.conn() as c:
+        c.ok("USER " + USER)
+        c.ok("PASS " + PASSWORD)
+        c.ok("QUIT")
+
+    auth_as = pwd.getpwnam(box.conf_value("auth_as") or "pillar-auth")
+    run_as = pwd.getpwnam(box.conf_value("run_as") or "pillar")
+    login = pwd.getpwnam(box.conf_value("login_as") or "pillar-login")
+    secrets_dir = box.dir / "auth"
+    secrets = secrets_dir / "secrets.db"
+    directory = box.dir / "directory.db"
+    st = os.stat(secrets_dir)
+    assert (st.st_uid, st.st_mode & 0o7777) == (auth_as.pw_uid, 0o700)
+    st = os.stat(secrets)
+    assert (st.st_uid, st.st_mode & 0o7777) == (auth_as.pw_uid, 0o600)
+
+    for pid in box.auth_processes():
+        files = open_files(pid)
+        assert str(secrets) in files, files
+        assert not any(f.startswith(str(directory)) for f in files), files
+    held = set()
+    for pid in box.workers("mail"):
+        files = open_files(pid)
+        assert not any(f.startswith(str(secrets_dir)) for f in files), (pid, files)
+        held |= files
+    assert str(directory) in held
+
+    assert open_as(run_as.pw_uid, run_as.pw_gid, secrets) == b"EACCES"
+    assert open_as(login.pw_uid, login.pw_gid, secrets) == b"EACCES"
+    assert open_as(auth_as.pw_uid, auth_as.pw_gid, directory) == b"EACCES"
+    assert open_as(auth_as.pw_uid, auth_as.pw_gid, secrets) == b"opened"
+
+    db = sqlite3.connect(f"file:{secrets}?mode=ro", uri=True)
+    (hash_,) = db.execute("SELECT password_hash FROM credentials WHERE address = ?",
+                          (USER,)).fetchone()
+    db.close()
+    assert hash_.startswith("$")
+    for path in (directory, box.dir / "directory.db-wal"):
+        if path.exists():
+            assert hash_.encode() not in path.read_bytes(), path
 
 
 def test_plain_session_lives_in_a_mail_worker(box):
