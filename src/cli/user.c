@@ -188,7 +188,7 @@ static int new_credentials(const struct user_opts *o, struct credentials *c)
 /* Say, loudly, what --apop just did. */
 static void apop_warning(const struct config *cfg, const char *address)
 {
-	char *db = config_sqlite_path(cfg);
+	char *db = config_secrets_path(cfg);
 
 	fprintf(stderr,
 	        "WARNING: APOP needs the password itself: the password of %s is now stored\n"

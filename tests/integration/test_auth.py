@@ -786,6 +786,8 @@ def test_apop_opt_in(make_pillar):
     p.deliver(USER, simple_message(1))
     r = p.cli("user", "passwd", USER, "--password-stdin", "--apop", input=PASSWORD + "\n")
     assert re.search(r"plain", r.stderr_text, re.I), r.stderr_text  # it warns
+    if (p.conf_value("directory") or "sqlite") == "sqlite":  # where it is
+        assert str(p.dir / "auth" / "secrets.db") in r.stderr_text
 
     client = poplib.POP3("127.0.0.1", p.port, timeout=IO_TIMEOUT)
     try:

@@ -56,6 +56,7 @@ def test_init_creates_instance(workdir):
     assert re.search(r"^pop3_listen\s*=\s*127\.0\.0\.1:1110\s*$", conf, re.M), conf
     assert re.search(r"^run_as\s*=\s*\S+", conf, re.M), conf
     assert (d / "directory.db").is_file()
+    assert (d / "auth" / "secrets.db").is_file()
     assert (d / "mail").is_dir()
     # The generated config is valid as it stands.
     r = run("check", "-c", d / "pillar.conf")
@@ -82,6 +83,12 @@ def test_init_as_root_creates_account_and_owns_state(workdir):
     assert pw.pw_uid != 0
     for path in (d / "directory.db", d / "mail"):
         assert os.stat(path).st_uid == pw.pw_uid, path
+    # The secrets are another account's, and only its.
+    auth = pwd.getpwnam("pillar-auth")
+    assert auth.pw_uid not in (0, pw.pw_uid)
+    for path, mode in ((d / "auth", 0o700), (d / "auth" / "secrets.db", 0o600)):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_mode & 0o7777) == (auth.pw_uid, mode), path
 
 
 def test_init_refuses_existing_instance(workdir):

@@ -102,6 +102,15 @@ def message_ids(inst, address):
 # --------------------------------------------------------------------------
 
 
+def assert_unknown_refused(s):
+    """An SMTP connection (smtplib) refuses an unknown local recipient."""
+    try:
+        s.sendmail("sender@example.org", [f"nobody@{DOMAIN}"], message(2))
+        raise AssertionError("an unknown recipient was accepted")
+    except smtplib.SMTPRecipientsRefused as e:
+        assert list(e.recipients.values())[0][0] == 550
+
+
 def test_admin_commands_login_and_delivery(make_pillar, cluster, db):
     inst = pg_pillar(make_pillar, db, smtp=True)
     assert f"directory = {db}" in inst.conf.read_text()
@@ -125,11 +134,7 @@ def test_admin_commands_login_and_delivery(make_pillar, cluster, db):
 
     s = inst.smtplib()
     s.sendmail("sender@example.org", [f"team@{DOMAIN}"], message(1))
-    try:
-        s.sendmail("sender@example.org", [f"nobody@{DOMAIN}"], message(2))
-        raise AssertionError("an unknown recipient was accepted")
-    except smtplib.SMTPRecipientsRefused as e:
-        assert list(e.recipients.values())[0][0] == 550
+    assert_unknown_refused(s)
     s.quit()
     inst.wait_stored(USER, 1)
     inst.wait_stored(BOB, 1)
@@ -181,11 +186,7 @@ def test_mail_workers_can_use_a_role_that_cannot_read_the_secrets(make_pillar, c
     s = inst.smtplib()
     for rcpt in (USER, f"team@{DOMAIN}", f"postmaster@{DOMAIN}"):
         s.sendmail("sender@example.org", [rcpt], message(1, rcpt.split("@")[0]))
-    try:
-        s.sendmail("sender@example.org", [f"nobody@{DOMAIN}"], message(2))
-        raise AssertionError("an unknown recipient was accepted")
-    except smtplib.SMTPRecipientsRefused as e:
-        assert list(e.recipients.values())[0][0] == 550
+    assert_unknown_refused(s)
     s.quit()
     inst.wait_stored(USER, 3)
 
