@@ -228,6 +228,25 @@ static int run_as_can_write(const char *run_as, const char *dir)
 	return WEXITSTATUS(wstatus) == 0;
 }
 
+/* With SQLite, the secrets must be auth_as's, or the auth process cannot
+ * open them (after auth_as changed, or a restore as root). */
+static void check_secrets(const struct config *cfg, uid_t auth_uid)
+{
+	char *dir = config_secrets_dir(cfg), *file = config_secrets_path(cfg);
+	const char *paths[] = {dir, file};
+	struct stat st;
+
+	for (size_t i = 0; i < 2 && strcmp(cfg->directory, "sqlite") == 0; i++) {
+		if (stat(paths[i], &st) == 0 && st.st_uid != auth_uid)
+			warn(cfg, "auth_as",
+			     "%s belongs to uid %u, not %s: the auth process cannot open the "
+			     "secrets (chown -R %s %s)",
+			     paths[i], (unsigned)st.st_uid, cfg->auth_as, cfg->auth_as, dir);
+	}
+	free(dir);
+	free(file);
+}
+
 static void check_dirs(const struct config *cfg)
 {
 	const char *err;
@@ -258,6 +277,8 @@ static void check_dirs(const struct config *cfg)
 		warn(cfg, "auth_as",
 		     "%s is also run_as: mail workers could read the password hashes",
 		     cfg->auth_as);
+	else if (geteuid() == 0)
+		check_secrets(cfg, auth_uid);
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
 		struct stat st;
 		int r;

@@ -622,6 +622,22 @@ def test_check_warns_when_run_as_cannot_write(make_pillar):
         os.chmod(mail, st.st_mode & 0o7777)
 
 
+@pytest.mark.skipif(not is_root(), reason="needs root to give the secrets to another owner")
+def test_check_warns_when_the_secrets_are_not_auth_as_s(make_pillar):
+    """After a restore as root (or a new auth_as), the auth process could
+    not open the secrets: pillar check says so, and how to fix it."""
+    p = make_pillar(start=False, tls=True)
+    assert not any("auth_as" in l for l in warnings_of(check(p)))
+    secrets = p.dir / "auth"
+    st = os.stat(secrets)
+    os.chown(secrets, 0, 0)
+    try:
+        w = warnings_of(check(p))
+        assert any("auth_as" in l and str(secrets) in l and "chown" in l for l in w), w
+    finally:
+        os.chown(secrets, st.st_uid, st.st_gid)
+
+
 def test_check_warns_about_a_missing_run_as(make_pillar):
     p = make_pillar(start=False, tls=True)
     set_key(p.conf, "run_as", "no-such-account-4711")
