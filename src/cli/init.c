@@ -596,10 +596,12 @@ int cli_init(int argc, char **argv)
 		status = EX_CANTCREAT;
 		goto fail;
 	}
-	/* The server writes in state_dir (WAL files, locks, control socket,
-	 * deleted/); pillar.conf in it stays root's. */
-	if (geteuid() == 0 && chown(state_dir, uid, gid) < 0) {
-		cli_err("cannot give %s to %s: %s", state_dir, run_as, strerror(errno));
+	/* state_dir is root's (pillar.conf, the key, the jail and the secrets'
+	 * directory are not run_as's to move), run_as's group may add its own
+	 * files there (the directory's -wal and -shm, deleted/), and the
+	 * sticky bit keeps it from renaming or removing anyone else's. */
+	if (geteuid() == 0 && (chown(state_dir, 0, gid) < 0 || chmod(state_dir, 01775) < 0)) {
+		cli_err("cannot give %s to root, group %s: %s", state_dir, run_as, strerror(errno));
 		status = EX_CANTCREAT;
 		goto fail;
 	}

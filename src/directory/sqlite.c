@@ -15,7 +15,6 @@
 #include "directory/sqlite_internal.h"
 
 #include "core/config.h"
-#include "core/priv.h"
 #include "core/util.h"
 
 #include <errno.h>
@@ -392,59 +391,6 @@ static int create_schema(struct sq_dir *dir, const char **error_r)
 	return 0;
 }
 
-/* `path` must exist; with create it is made when missing, 0600 from the
- * first moment (it holds secrets or says who has mail), and given to
- * `owner` when we are root. SQLite gives the -wal and -shm files the same
- * mode and, when root makes them, the same owner. A config without the
- * account (NULL, as a test's may be) leaves the file to whoever made it. */
-static int make_file(struct sq_dir *dir, const char *path, bool create, const char *owner,
-                     const char **error_r)
-{
-	uid_t uid;
-	gid_t gid;
-	const char *err;
-	int fd;
-
-	if (!create) {
-		if (access(path, F_OK) < 0)
-			return dir_fail(&dir->base, error_r,
-			                "directory: %s: %s (run 'pillar init'?)", path,
-			                strerror(errno));
-		return 0;
-	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return dir_fail(&dir->base, error_r, "directory: cannot create %s: %s", path,
-		                strerror(errno));
-	if (geteuid() == 0 && owner != NULL &&
-	    (priv_lookup(owner, &uid, &gid, &err) < 0 || fchown(fd, uid, gid) < 0)) {
-		close(fd);
-		return dir_fail(&dir->base, error_r, "directory: cannot give %s to %s", path,
-		                owner);
-	}
-	close(fd);
-	return 0;
-}
-
-/* The secrets' directory, auth_as's alone (0700). */
-static int make_secrets_dir(struct sq_dir *dir, const char *path, const char *owner,
-                            const char **error_r)
-{
-	uid_t uid;
-	gid_t gid;
-	const char *err;
-
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		return dir_fail(&dir->base, error_r, "directory: cannot create %s: %s", path,
-		                strerror(errno));
-	if (geteuid() == 0 && owner != NULL &&
-	    (priv_lookup(owner, &uid, &gid, &err) < 0 || chown(path, uid, gid) < 0 ||
-	     chmod(path, 0700) < 0))
-		return dir_fail(&dir->base, error_r, "directory: cannot give %s to %s", path,
-		                owner);
-	return 0;
-}
-
 static int open_db(struct sq_dir *dir, const char *path, const char **error_r)
 {
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
@@ -495,38 +441,54 @@ int sq_open(const struct config *cfg, unsigned parts, bool create, struct dir **
 	struct sq_dir *dir = xcalloc(1, sizeof(*dir));
 	char *path = config_sqlite_path(cfg);
 	char *secrets_dir = config_secrets_dir(cfg), *secrets = config_secrets_path(cfg);
-	int r = 0, version = DIR_SCHEMA_VERSION;
+	struct sq_owner run, auth;
+	int r, version = DIR_SCHEMA_VERSION;
 
 	/* On failure dir_open closes the half-open dir after copying the
 	 * error out of it. */
 	*dir_r = &dir->base;
 	dir->base.parts = parts;
-	if ((parts & DIR_MAILBOXES) != 0) {
-		r = make_file(dir, path, create, cfg->run_as, error_r);
+	r = sq_owner(dir, cfg->run_as, &run, error_r);
+	if (r == 0)
+		r = sq_owner(dir, cfg->auth_as, &auth, error_r);
+	if (r == 0 && (parts & DIR_SECRETS) != 0)
+		r = sq_check_state_dir(dir, cfg->state_dir, &run, error_r);
+	/* Each file opened by its owner's ids, the -wal and -shm too (the
+	 * first read opens them; the connection keeps them). */
+	if (r == 0 && (parts & DIR_MAILBOXES) != 0) {
+		sq_become(&run);
+		r = sq_make_file(dir, path, create, error_r);
 		if (r == 0)
 			r = open_db(dir, path, error_r);
 		if (r == 0)
 			r = use_wal(dir, "main", error_r);
-		/* An admin command as root deletes freed pages' content. */
-		if (r == 0 && parts == DIR_EVERYTHING)
-			r = sqlite3_exec(dir->db, "PRAGMA main.secure_delete = ON", NULL, NULL,
-			                 NULL) == SQLITE_OK
-			        ? read_version(dir, "main", &version, error_r)
-			        : sq_fail(dir, error_r, "enabling secure_delete");
-	} else {
+		if (r == 0)
+			r = read_version(dir, "main", &version, error_r);
+		sq_unbecome(&run);
+		/* An admin command deletes freed pages' content. */
+		if (r == 0 && parts == DIR_EVERYTHING &&
+		    sqlite3_exec(dir->db, "PRAGMA main.secure_delete = ON", NULL, NULL, NULL) !=
+		        SQLITE_OK)
+			r = sq_fail(dir, error_r, "enabling secure_delete");
+	} else if (r == 0) {
 		r = open_db(dir, ":memory:", error_r);
 	}
 	if (r == 0 && (parts & DIR_SECRETS) != 0) {
 		/* Made by pillar init, or by the migration that moves the
 		 * secrets out of directory.db. */
 		bool make = create || (parts == DIR_EVERYTHING && version < DIR_SCHEMA_VERSION);
+		int secrets_version;
 
 		if (make)
-			r = make_secrets_dir(dir, secrets_dir, cfg->auth_as, error_r);
+			r = sq_make_secrets_dir(dir, secrets_dir, &auth, error_r);
+		sq_become(&auth);
 		if (r == 0)
-			r = make_file(dir, secrets, make, cfg->auth_as, error_r);
+			r = sq_make_file(dir, secrets, make, error_r);
 		if (r == 0)
 			r = attach_secrets(dir, secrets, error_r);
+		if (r == 0)
+			r = read_version(dir, "auth", &secrets_version, error_r);
+		sq_unbecome(&auth);
 	}
 	if (r == 0)
 		r = create_schema(dir, error_r);

@@ -11,6 +11,8 @@
 #include "directory/backend.h"
 
 #include <sqlite3.h>
+#include <stdbool.h>
+#include <sys/types.h>
 
 /* The prepared statements, by name (their SQL: sqlite.c). */
 enum sq_stmt {
@@ -89,6 +91,34 @@ int sq_rollback(struct sq_dir *dir);
 /* Fill out from the current row of a statement that selects
  * DIR_USER_COLUMNS. Returns -1 if a value does not fit. */
 int sq_row_to_user(sqlite3_stmt *st, struct dir_user *out);
+
+/* ---- the files (sqlite_files.c) ---- */
+
+/* An account that owns files of the directory. as_owner: we are root, and
+ * open its files with its file-system ids (sq_become) rather than root's;
+ * false when not root, or when the config names no account (a test's). */
+struct sq_owner {
+	uid_t uid;
+	gid_t gid;
+	bool as_owner;
+};
+int sq_owner(struct sq_dir *dir, const char *name, struct sq_owner *out, const char **error_r);
+void sq_become(const struct sq_owner *o);
+void sq_unbecome(const struct sq_owner *o);
+
+/* `path` must exist; with create it is made when missing, 0600 from the
+ * first moment (SQLite gives the -wal and -shm files the same mode). */
+int sq_make_file(struct sq_dir *dir, const char *path, bool create, const char **error_r);
+/* The secrets' directory: made when missing, and, as root, given to
+ * auth_as with mode 0700, unless it belongs to someone else. */
+int sq_make_secrets_dir(struct sq_dir *dir, const char *path, const struct sq_owner *auth,
+                        const char **error_r);
+/* Whether the secrets' directory is safe in state_dir: state_dir is root's
+ * (or ours) and sticky when others may write in it. One that belongs to
+ * run_as (an older pillar init made it so) is given to root here, group
+ * run_as, mode 1775. */
+int sq_check_state_dir(struct sq_dir *dir, const char *state_dir, const struct sq_owner *run,
+                       const char **error_r);
 
 /* The backend's operations that sqlite.c implements, for the table in
  * sqlite_query.c. */

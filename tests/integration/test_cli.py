@@ -83,6 +83,10 @@ def test_init_as_root_creates_account_and_owns_state(workdir):
     assert pw.pw_uid != 0
     for path in (d / "directory.db", d / "mail"):
         assert os.stat(path).st_uid == pw.pw_uid, path
+    # state_dir is root's: run_as's group may add files, the sticky bit
+    # keeps it from moving anyone else's.
+    st = os.stat(d)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, pw.pw_gid, 0o1775)
     # The secrets are another account's, and only its.
     auth = pwd.getpwnam("pillar-auth")
     assert auth.pw_uid not in (0, pw.pw_uid)

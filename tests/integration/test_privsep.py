@@ -9,6 +9,7 @@ sessions really live in the mail workers."""
 
 import array
 import ctypes
+import errno
 import json
 import os
 import pwd
@@ -32,9 +33,9 @@ def ids(pid):
     return st["Uid"].split(), st["Gid"].split(), st.get("Groups", "").split()
 
 
-def open_as(uid, gid, path, chroot=None):
-    """Try to open path for reading in a child with exactly these ids (and
-    root directory): b"opened", b"ENOENT" or b"EACCES"."""
+def as_user(uid, gid, action, chroot=None):
+    """Run action() in a child with exactly these ids (and root directory):
+    b"ok", or the name of the errno it failed with (b"ENOENT", b"EACCES")."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child only reports
@@ -48,13 +49,10 @@ def open_as(uid, gid, path, chroot=None):
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
             try:
-                with open(path, "rb") as f:
-                    f.read(1)
-                code = b"opened"
-            except FileNotFoundError:
-                code = b"ENOENT"
-            except PermissionError:
-                code = b"EACCES"
+                action()
+                code = b"ok"
+            except OSError as e:
+                code = errno.errorcode.get(e.errno, "?").encode()
         finally:
             os.write(w, code)
             os._exit(0)
@@ -62,6 +60,14 @@ def open_as(uid, gid, path, chroot=None):
     os.waitpid(child, 0)
     with os.fdopen(r, "rb") as f:
         return f.read()
+
+
+def open_as(uid, gid, path, chroot=None):
+    """Try to open path for reading as uid/gid: b"ok" or the errno's name."""
+    def read():
+        with open(path, "rb") as f:
+            f.read(1)
+    return as_user(uid, gid, read, chroot)
 
 
 def open_files(pid):
@@ -202,7 +208,16 @@ def test_only_the_auth_process_can_open_the_secrets(box):
     assert open_as(run_as.pw_uid, run_as.pw_gid, secrets) == b"EACCES"
     assert open_as(login.pw_uid, login.pw_gid, secrets) == b"EACCES"
     assert open_as(auth_as.pw_uid, auth_as.pw_gid, directory) == b"EACCES"
-    assert open_as(auth_as.pw_uid, auth_as.pw_gid, secrets) == b"opened"
+    assert open_as(auth_as.pw_uid, auth_as.pw_gid, secrets) == b"ok"
+    # Nor can run_as move the secrets' directory aside to put one of its
+    # own in its place: state_dir is root's and sticky.
+    st = os.stat(box.dir)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o1775)
+    aside = box.dir / "auth.aside"
+    assert as_user(run_as.pw_uid, run_as.pw_gid,
+                   lambda: os.rename(secrets_dir, aside)) == b"EPERM"
+    assert as_user(run_as.pw_uid, run_as.pw_gid, lambda: os.rmdir(secrets_dir)) == b"EPERM"
+    assert secrets_dir.is_dir() and not aside.exists()
 
     db = sqlite3.connect(f"file:{secrets}?mode=ro", uri=True)
     (hash_,) = db.execute("SELECT password_hash FROM credentials WHERE address = ?",
@@ -212,6 +227,24 @@ def test_only_the_auth_process_can_open_the_secrets(box):
     for path in (directory, box.dir / "directory.db-wal"):
         if path.exists():
             assert hash_.encode() not in path.read_bytes(), path
+
+
+@needs_root
+def test_a_state_dir_of_run_as_s_becomes_root_s(make_pillar):
+    """An older pillar init gave state_dir to run_as, who could then move
+    the secrets' directory away: the server, as root, makes it root's
+    (group run_as, sticky) before it opens the secrets, and serves."""
+    p = make_pillar(start=False)
+    p.add_user(USER, PASSWORD)
+    run_as = pwd.getpwnam(p.conf_value("run_as") or "pillar")
+    os.chown(p.dir, run_as.pw_uid, run_as.pw_gid)
+    os.chmod(p.dir, 0o755)
+    p.start()
+    st = os.stat(p.dir)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, run_as.pw_gid, 0o1775)
+    with p.conn() as c:
+        c.login(USER, PASSWORD)
+        c.ok("QUIT")
 
 
 def test_plain_session_lives_in_a_mail_worker(box):

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,15 @@ static struct fixture *new_fixture(bool allow_us)
 	FILE *f = fopen(conf, "w");
 	if (f == NULL)
 		return NULL;
-	fprintf(f, "state_dir = %s\nhostname = test.example\napop = yes\n", fx->dir);
+	/* The directory's files are this test's own: the accounts the
+	 * defaults name may not exist here. */
+	struct passwd *me = getpwuid(geteuid());
+	if (me == NULL)
+		return NULL;
+	fprintf(f,
+	        "state_dir = %s\nhostname = test.example\napop = yes\nrun_as = %s\n"
+	        "auth_as = %s\n",
+	        fx->dir, me->pw_name, me->pw_name);
 	fclose(f);
 	if (config_load(conf, &fx->cfg, &errors) < 0)
 		return NULL;
