@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,13 +208,21 @@ struct fuzz_instance *fuzz_instance_init(const char *extra_config, bool with_env
 
 	/* The session targets need failures answered at once, and a message
 	 * size limit small enough that inputs can cross it. */
-	text = xasprintf("state_dir = %s\n"
-	                 "hostname = fuzz.example.test\n"
-	                 "auth_failure_delay = 0\n"
-	                 "apop = yes\n"
-	                 "max_message_size = 16K\n"
-	                 "%s",
-	                 fi->dir, extra_config != NULL ? extra_config : "");
+	/* The directory's files are this process's own: the accounts the
+	 * defaults name need not exist. */
+	struct passwd *me = getpwuid(geteuid());
+	if (me == NULL)
+		die("getpwuid", NULL);
+	text =
+	    xasprintf("state_dir = %s\n"
+	              "hostname = fuzz.example.test\n"
+	              "auth_failure_delay = 0\n"
+	              "apop = yes\n"
+	              "max_message_size = 16K\n"
+	              "run_as = %s\n"
+	              "auth_as = %s\n"
+	              "%s",
+	              fi->dir, me->pw_name, me->pw_name, extra_config != NULL ? extra_config : "");
 	conf = xasprintf("%s/pillar.conf", fi->dir);
 	fuzz_write_file(conf, text, strlen(text));
 	free(text);

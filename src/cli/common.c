@@ -89,9 +89,9 @@ int cli_admin_open_kicker(const char *conf_path, struct config **cfg_r, struct d
 			goto fail;
 		}
 	}
-	/* As root the directory opens first: its secrets are auth_as's
-	 * alone, and an open SQLite connection keeps its files (the -wal and
-	 * -shm too, opened by the schema check) after root is gone. */
+	/* As root the directory opens first, each file with its owner's ids
+	 * (directory/sqlite_files.c): its secrets are auth_as's alone, and an
+	 * open connection keeps its files after root is gone. */
 	if (dir_open(*cfg_r, false, dir_r, &err) < 0) {
 		cli_err("%s", err);
 		status = strstr(err, "not supported") != NULL ? EX_CONFIG : EX_UNAVAILABLE;

@@ -50,8 +50,8 @@ static bool is_postgresql(const char *s)
 }
 
 /* As root, become run_as once the directory is open (as cli_admin_open
- * does): root opens what is auth_as's, and SQLite gives the files it makes
- * as root to the database's owner. */
+ * does): the secrets are auth_as's, and each file is opened with its
+ * owner's ids (directory/sqlite_files.c). */
 static int drop_root(const struct config *cfg)
 {
 	const char *err;
