@@ -537,8 +537,9 @@ def test_systemd_unit_runs_the_server_the_documented_way():
         assert value(key) == [want], key
     assert "/var/lib/pillar" in " ".join(value("ReadWritePaths"))
     caps = set(value("CapabilityBoundingSet")[0].split())
-    # Bind low ports, become run_as, write in run_as's state_dir as root,
-    # lock the login workers in <state_dir>/empty.
+    # Bind low ports, become run_as, reach state_dir as root, give state_dir
+    # and the secrets' directory to their owners when an older layout is
+    # migrated, lock the login workers in <state_dir>/empty.
     assert caps == {"CAP_NET_BIND_SERVICE", "CAP_SETUID", "CAP_SETGID", "CAP_DAC_OVERRIDE",
-                    "CAP_SYS_CHROOT"}
+                    "CAP_CHOWN", "CAP_FOWNER", "CAP_SYS_CHROOT"}
     assert set(value("RestrictAddressFamilies")[0].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
